@@ -1,0 +1,51 @@
+# The whole set-up on a fresh machine is `make run` or `make test`: both install first.
+# uv is bootstrapped into a private venv (.tools) with the interpreter's own pip;
+# the stack is installed from the committed, hashed lock (requirements.lock).
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast test-slow bench lint lock clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): requirements.lock $(UV) $(wildcard */*/pyproject.toml) pyproject.toml
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/leaderboard dev
+
+test: install
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -m slow
+
+bench: install
+	$(BIN)/python -m leaderboard.cli.bench
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy libs/common/src services/*/src tools/cli/src
+
+# Re-pin after editing a pyproject: writes requirements.lock (names, versions, hashes).
+lock: $(UV)
+	$(UV) lock --quiet
+	$(UV) export --quiet --format requirements-txt --all-packages --all-groups --no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .leaderboard/stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""aiokafka lifecycles: a durable producer, topic creation, and a consumer factory.
+
+Every message is produced with a key (SPEC: actions by user, changes by board). Producers use
+acks=all; idempotence follows the ``kafka_idempotence`` setting (Tansu lacks InitProducerId).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from leaderboard.common.settings import CommonSettings
+from leaderboard.common.topics import Topics
+
+log = logging.getLogger(__name__)
+TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
+def topic_specs(settings: CommonSettings) -> dict[str, int]:
+    """Topic name -> partition count. Changes stay on one partition so versions arrive in order."""
+    topics = Topics(settings.topic_prefix)
+    return {topics.actions: settings.actions_partitions, topics.changes: 1, topics.audit: 1, topics.dlq: 1}
+
+
+async def ensure_topics(settings: CommonSettings, *, attempts: int = 30) -> None:
+    """Create the topics if they are missing; safe to run from every service at start-up."""
+    specs = topic_specs(settings)
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(name, partitions, settings.topic_replication)
+                for name, partitions in specs.items()
+                if name not in existing
+            ]
+            if missing:
+                response = await admin.create_topics(missing)
+                for name, code, message in getattr(response, "topic_errors", []):
+                    if code not in (0, TOPIC_ALREADY_EXISTS):
+                        raise KafkaError(f"creating {name}: {code} {message}")
+            return
+        except (KafkaError, OSError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("waiting for Kafka at %s (%s)", settings.kafka_bootstrap, exc)
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
+def new_producer(settings: CommonSettings, **overrides: object) -> AIOKafkaProducer:
+    options: dict[str, object] = {
+        **settings.kafka_client_options(),
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotence,
+        "linger_ms": 2,
+        "max_batch_size": 1 << 20,
+        "max_request_size": 4 << 20,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+@contextlib.asynccontextmanager
+async def producer(settings: CommonSettings, **overrides: object) -> AsyncIterator[AIOKafkaProducer]:
+    p = new_producer(settings, **overrides)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+def new_consumer(
+    settings: CommonSettings, *topics: str, group_id: str | None, **overrides: object
+) -> AIOKafkaConsumer:
+    options: dict[str, object] = {
+        **settings.kafka_client_options(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)

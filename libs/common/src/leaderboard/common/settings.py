@@ -1,0 +1,92 @@
+"""Settings for every service (pydantic-settings, env prefix ``LEADERBOARD_``).
+
+Each service subclasses :class:`CommonSettings` and builds its settings in its lifespan or
+bootstrap, never at import time, so tests and the dev supervisor can point a process at any stack
+through the environment alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA = "127.0.0.1:19092"
+DEFAULT_REDIS = "redis://127.0.0.1:16379/0"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:15432/leaderboard"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADERBOARD_", extra="ignore")
+
+    dev_mode: bool = Field(False, description="Dev conveniences: /api/v1/dev/token, demo CORS, dev keys.")
+
+    # Kafka. Idempotence is on for real Kafka; the embedded broker (Tansu) lacks InitProducerId.
+    kafka_bootstrap: str = DEFAULT_KAFKA
+    kafka_idempotence: bool = True
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_request_timeout_ms: int = 5_000
+    topic_prefix: str = ""
+    actions_partitions: int = Field(8, ge=1)
+    topic_replication: int = Field(1, ge=1)
+
+    # Redis and Postgres. TLS: use rediss:// and ?sslmode=require in the URLs.
+    redis_url: str = DEFAULT_REDIS
+    redis_prefix: str = "lb"
+    postgres_dsn: str = DEFAULT_POSTGRES
+
+    # JWT (RFC 8725): asymmetric keys; HS256 only when a shared secret is configured explicitly.
+    jwt_issuer: str = "leaderboard"
+    jwt_audience: str = "leaderboard-api"
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_hs256_secret: SecretStr | None = None
+    jwt_max_lifetime_s: int = Field(24 * 3600, ge=60)
+    jwt_leeway_s: int = Field(10, ge=0, le=120)
+    keys_dir: Path = Path(".leaderboard/keys")
+
+    board_top_n: int = Field(10, ge=1, le=100)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret(self) -> CommonSettings:
+        secret = self.jwt_hs256_secret
+        if secret is not None and len(secret.get_secret_value()) < 32 and not self.dev_mode:
+            raise ValueError("LEADERBOARD_JWT_HS256_SECRET must be at least 32 characters outside dev mode")
+        return self
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Connection options shared by every aiokafka client."""
+        opts: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol == "SSL":
+            import ssl
+
+            ctx = ssl.create_default_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+            )
+            if self.kafka_ssl_certfile:
+                ctx.load_cert_chain(str(self.kafka_ssl_certfile), str(self.kafka_ssl_keyfile or ""))
+            opts["ssl_context"] = ctx
+        return opts
+
+
+class HttpServiceSettings(CommonSettings):
+    """Settings shared by the two HTTP services (ingest and broadcaster)."""
+
+    host: str = "127.0.0.1"
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
+    )

@@ -1,0 +1,3 @@
+from leaderboard.broadcaster.main import run
+
+run()

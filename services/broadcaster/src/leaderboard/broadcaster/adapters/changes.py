@@ -1,0 +1,113 @@
+"""Feeds the hub from ``leaderboard.changes.v1``.
+
+Every broadcaster instance must see every change, so there is no consumer group: each instance
+assigns itself the topic's partitions and starts at the end. The initial state comes from Redis
+*after* the consumer is positioned, so nothing published in between is missed; stale messages are
+ignored by the hub's version check. A periodic reconciliation against Redis covers anything the
+feed might miss (a broker hiccup), so clients converge on the latest state regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import TopicPartition
+from pydantic import ValidationError
+
+from leaderboard.broadcaster.adapters.reads import BoardReader
+from leaderboard.broadcaster.hub import BoardState, Hub
+from leaderboard.common.events import decode_board_changed
+from leaderboard.common.kafka import new_consumer
+from leaderboard.common.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+class ChangeFeed:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        topic: str,
+        boards: list[str],
+        hub: Hub,
+        reader: BoardReader,
+        reconcile_interval_s: float,
+    ) -> None:
+        self.settings, self.topic, self.boards, self.hub, self.reader = settings, topic, boards, hub, reader
+        self.reconcile_interval_s = reconcile_interval_s
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="changes-feed"),
+            asyncio.create_task(self._reconcile(), name="changes-reconcile"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _consume(self) -> None:
+        while True:
+            consumer = new_consumer(self.settings, group_id=None, auto_offset_reset="latest")
+            try:
+                await consumer.start()
+                partitions = None
+                while not partitions:
+                    partitions = consumer.partitions_for_topic(self.topic)
+                    if not partitions:
+                        await consumer.topics()  # refresh metadata
+                        await asyncio.sleep(0.2)
+                tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_end(*tps)
+                for tp in tps:
+                    await consumer.position(tp)
+                await self._load_from_redis()
+                self.ready.set()
+                while True:
+                    batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
+                    for records in batch.values():
+                        for record in records:
+                            self._apply(record.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("change feed interrupted (%s); reconnecting", exc)
+                await asyncio.sleep(1)
+            finally:
+                await consumer.stop()
+
+    def _apply(self, raw: bytes) -> None:
+        try:
+            change = decode_board_changed(raw)
+        except (ValueError, ValidationError) as exc:
+            log.warning("ignoring an undecodable board change: %s", exc)
+            return
+        if change.board not in self.boards:
+            return
+        top = [e.model_dump(mode="json", by_alias=True) for e in change.top]
+        self.hub.publish(BoardState(change.board, change.epoch, change.version, top))
+
+    async def refresh(self, board: str) -> bool:
+        """Adopt Redis's state of ``board`` if it is newer than ours (Redis is written before the
+        change is published, so it is never behind the topic)."""
+        meta = await self.reader.meta(board)
+        if meta is None or not meta.top_known:
+            return False
+        return self.hub.publish(BoardState(board, meta.epoch, meta.version, self.reader.top_entries(meta)))
+
+    async def _load_from_redis(self) -> None:
+        for board in self.boards:
+            await self.refresh(board)
+
+    async def _reconcile(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval_s)
+            try:
+                await self._load_from_redis()
+            except Exception as exc:
+                log.warning("reconciliation with Redis failed: %s", exc)

@@ -1,0 +1,148 @@
+"""The hub's version rules and coalescing, with in-memory clients (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from leaderboard.broadcaster.hub import COALESCED, DROPPED, BoardState, Client, Hub, diff
+
+
+def entry(user: str, rank: int, score: int) -> dict[str, Any]:
+    return {"rank": rank, "userId": user, "username": user.upper(), "score": score}
+
+
+def state(version: int, epoch: str = "e1", top: list[dict[str, Any]] | None = None) -> BoardState:
+    return BoardState("global", epoch, version, top if top is not None else [entry("a", 1, version)])
+
+
+class Recorder:
+    """A client whose socket takes ``delay`` seconds per frame (or never finishes when None)."""
+
+    def __init__(self, hub: Hub, delay: float | None = 0.0) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.delay = delay
+        self.client = Client(hub, "global", self.send, "ws")
+
+    async def send(self, text: str, st: BoardState, kind: str) -> None:
+        if self.delay is None:
+            await asyncio.Event().wait()
+        elif self.delay:
+            await asyncio.sleep(self.delay)
+        self.frames.append(json.loads(text))
+
+    @property
+    def versions(self) -> list[int]:
+        return [f["version"] for f in self.frames]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_snapshot_then_strictly_increasing_updates() -> None:
+    hub = Hub(history_size=8, send_timeout=5)
+    hub.publish(state(1))
+    r = Recorder(hub)
+    hub.attach(r.client)
+    task = asyncio.create_task(r.client.run())
+    await settle()
+    for v in (2, 3, 3, 2, 4):  # repeats and stale versions are ignored
+        hub.publish(state(v))
+        await settle()
+    hub.detach(r.client)
+    await task
+    assert [f["type"] for f in r.frames] == ["snapshot", "update", "update", "update"]
+    assert r.versions == [1, 2, 3, 4]
+    assert r.frames[1]["changed"] == ["a"]
+
+
+async def test_slow_client_is_coalesced_to_the_latest_state() -> None:
+    hub = Hub(history_size=8, send_timeout=5)
+    hub.publish(state(1))
+    slow, fast = Recorder(hub, delay=0.05), Recorder(hub)
+    for r in (slow, fast):
+        hub.attach(r.client)
+    tasks = [asyncio.create_task(r.client.run()) for r in (slow, fast)]
+    before = COALESCED._value.get()
+    for v in range(2, 30):
+        hub.publish(state(v))
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.2)
+    for r in (slow, fast):
+        hub.detach(r.client)
+    await asyncio.gather(*tasks)
+    assert fast.versions[-1] == slow.versions[-1] == 29
+    assert slow.versions == sorted(set(slow.versions)) and len(slow.versions) < len(fast.versions)
+    assert COALESCED._value.get() > before
+
+
+async def test_stuck_client_is_dropped_without_delaying_others() -> None:
+    hub = Hub(history_size=8, send_timeout=0.2)
+    hub.publish(state(1))
+    stuck, fine = Recorder(hub, delay=None), Recorder(hub)
+    for r in (stuck, fine):
+        hub.attach(r.client)
+    tasks = [asyncio.create_task(r.client.run()) for r in (stuck, fine)]
+    dropped = DROPPED._value.get()
+    await settle()
+    hub.publish(state(2))
+    await settle()
+    assert fine.versions == [1, 2]
+    await asyncio.wait_for(tasks[0], 2)  # the stuck writer gives up on its own
+    assert stuck.client.closed.is_set() and DROPPED._value.get() == dropped + 1
+    hub.detach(fine.client)
+    await tasks[1]
+
+
+async def test_resume_with_since_gets_the_missed_state_or_nothing() -> None:
+    hub = Hub(history_size=4, send_timeout=5)
+    for v in range(1, 8):
+        hub.publish(state(v))
+    cases = {
+        ("e1", 5): ("update", 7),  # in history: an update from there
+        ("e1", 7): None,  # current: nothing until the next change
+        ("e1", 1): ("snapshot", 7),  # evicted from history: a snapshot
+        ("e1", 99): ("snapshot", 7),  # ahead of us: a snapshot (the app catches up from Redis first)
+        ("e0", 5): ("snapshot", 7),  # another epoch
+        (None, 5): ("snapshot", 7),
+    }
+    for (epoch, since), expected in cases.items():
+        r = Recorder(hub)
+        hub.attach(r.client, epoch, since)
+        task = asyncio.create_task(r.client.run())
+        await settle()
+        hub.detach(r.client)
+        await task
+        got = (r.frames[0]["type"], r.frames[0]["version"]) if r.frames else None
+        assert got == expected, (epoch, since)
+
+
+async def test_new_epoch_sends_a_snapshot_and_late_old_epoch_messages_are_ignored() -> None:
+    hub = Hub(history_size=8, send_timeout=5)
+    hub.publish(state(5, "old"))
+    r = Recorder(hub)
+    hub.attach(r.client)
+    task = asyncio.create_task(r.client.run())
+    await settle()
+    assert hub.publish(state(3, "new"))
+    await settle()
+    assert not hub.publish(state(6, "old"))  # a lagging replica's message from the left epoch
+    assert hub.publish(state(4, "new"))
+    await settle()
+    hub.detach(r.client)
+    await task
+    assert [(f["type"], f["epoch"], f["version"]) for f in r.frames] == [
+        ("snapshot", "old", 5),
+        ("snapshot", "new", 3),
+        ("update", "new", 4),
+    ]
+
+
+def test_diff_names_moved_new_and_dropped_users() -> None:
+    old = [entry("a", 1, 10), entry("b", 2, 5), entry("c", 3, 1)]
+    new = [entry("b", 1, 20), entry("a", 2, 10), entry("d", 3, 2)]
+    assert sorted(diff(old, new)) == ["a", "b", "c", "d"]
+    assert diff(old, old) == []

@@ -1,0 +1,3 @@
+from leaderboard.ingest.main import run
+
+run()

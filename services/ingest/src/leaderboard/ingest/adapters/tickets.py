@@ -1,0 +1,199 @@
+"""Single-use action tickets and service-event dedupe markers in Redis.
+
+Every check-and-change is one Lua script, so concurrent completions of one ticket serialise in
+Redis: exactly one claims it. A claim is *pending* until Kafka acknowledges the event, then *used*;
+if Kafka refuses, the claim is released and the ticket can be completed again ("a ticket whose
+event Kafka did not acknowledge is not burned"). A pending claim whose holder died lapses after a
+lease; completing again then is safe because the scorer dedupes by actionId. Time is Redis's own
+clock (TIME), so every ingest replica measures ``min_seconds`` on the same server clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from redis.asyncio import Redis
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+ISSUE = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'type', ARGV[2], 'points', ARGV[3], 'issued', now,
+           'not_before', now + tonumber(ARGV[4]), 'expires', now + tonumber(ARGV[5]), 'state', 'open')
+redis.call('PEXPIREAT', KEYS[1], now + tonumber(ARGV[5]) + tonumber(ARGV[6]))
+return {now, now + tonumber(ARGV[4]), now + tonumber(ARGV[5])}
+"""
+)
+
+# KEYS: ticket, cap zset. ARGV: user, event id, lease ms, cap (0 = none), action id
+CLAIM = (
+    _NOW
+    + """
+local f = redis.call('HMGET', KEYS[1], 'user', 'state', 'event', 'lease', 'expires', 'not_before',
+                     'type', 'points', 'issued')
+if not f[1] then return {'not_found', ''} end
+if f[1] ~= ARGV[1] then return {'forbidden', ''} end
+if f[2] == 'used' then return {'used', f[3]} end
+if f[2] == 'pending' and tonumber(f[4]) > now then return {'used', f[3]} end
+if now > tonumber(f[5]) then return {'expired', ''} end
+if now < tonumber(f[6]) then return {'too_fast', tostring(tonumber(f[6]) - now)} end
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 3600000)
+  if redis.call('ZSCORE', KEYS[2], ARGV[5]) == false and redis.call('ZCARD', KEYS[2]) >= cap then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    return {'cap', tostring(tonumber(oldest[2]) + 3600000 - now)}
+  end
+  redis.call('ZADD', KEYS[2], now, ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], 3600000)
+end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'event', ARGV[2], 'lease', now + tonumber(ARGV[3]))
+return {'ok', f[7], f[8], f[9], tostring(now)}
+"""
+)
+
+# KEYS: ticket. ARGV: event id, retention ms
+CONFIRM = """
+if redis.call('HGET', KEYS[1], 'event') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'used')
+redis.call('HDEL', KEYS[1], 'lease')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS: ticket, cap zset. ARGV: event id, action id
+RELEASE = """
+local f = redis.call('HMGET', KEYS[1], 'event', 'state')
+if f[1] ~= ARGV[1] or f[2] ~= 'pending' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'open')
+redis.call('HDEL', KEYS[1], 'event', 'lease')
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+# Service events. KEYS: one marker per actionId. ARGV: owner token, lease ms
+CLAIM_MANY = """
+local claimed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then claimed[#claimed + 1] = i end
+end
+return claimed
+"""
+
+# KEYS: markers. ARGV: owner token, new value ('accepted') and its ttl ms, or '' to release
+SETTLE_MANY = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    if ARGV[2] == '' then redis.call('DEL', key) else redis.call('SET', key, ARGV[2], 'PX', ARGV[3]) end
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Issued:
+    issued_ms: int
+    not_before_ms: int
+    expires_ms: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str
+    detail: str = ""
+    action_type: str = ""
+    points: int = 0
+    issued_ms: int = 0
+    now_ms: int = 0
+
+
+class TicketStore:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis, self.prefix = redis, prefix
+        self._issue = redis.register_script(ISSUE)
+        self._claim = redis.register_script(CLAIM)
+        self._confirm = redis.register_script(CONFIRM)
+        self._release = redis.register_script(RELEASE)
+        self._claim_many = redis.register_script(CLAIM_MANY)
+        self._settle_many = redis.register_script(SETTLE_MANY)
+
+    def _ticket(self, action_id: UUID) -> str:
+        return f"{self.prefix}:ticket:{action_id}"
+
+    def _cap(self, user_id: str, action_type: str) -> str:
+        return f"{self.prefix}:cap:{user_id}:{action_type}"
+
+    def _marker(self, action_id: UUID) -> str:
+        return f"{self.prefix}:accepted:{action_id}"
+
+    async def issue(
+        self,
+        action_id: UUID,
+        user_id: str,
+        action_type: str,
+        points: int,
+        min_ms: int,
+        ttl_ms: int,
+        keep_ms: int,
+    ) -> Issued:
+        now, not_before, expires = await self._issue(
+            keys=[self._ticket(action_id)], args=[user_id, action_type, points, min_ms, ttl_ms, keep_ms]
+        )
+        return Issued(int(now), int(not_before), int(expires))
+
+    async def cap_usage(self, user_id: str, action_type: str, now_ms: int) -> tuple[int, int]:
+        """Completions in the rolling hour, and ms until the oldest of them leaves the window."""
+        key = self._cap(user_id, action_type)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(key, now_ms - 3_600_000, "+inf")
+            pipe.zrangebyscore(key, now_ms - 3_600_000, "+inf", start=0, num=1, withscores=True)
+            count, oldest = await pipe.execute()
+        wait_ms = int(oldest[0][1]) + 3_600_000 - now_ms if oldest else 0
+        return int(count), max(0, wait_ms)
+
+    async def claim(
+        self, action_id: UUID, user_id: str, event_id: UUID, lease_ms: int, cap_for: dict[str, int]
+    ) -> Claim:
+        # The cap key needs the ticket's type, which only the ticket knows: read it first (cheap,
+        # and a wrong guess only means the script checks the cap of a type it then refuses anyway).
+        action_type = await self.redis.hget(self._ticket(action_id), "type")
+        kind = action_type.decode() if isinstance(action_type, bytes) else str(action_type or "")
+        result = await self._claim(
+            keys=[self._ticket(action_id), self._cap(user_id, kind)],
+            args=[user_id, str(event_id), lease_ms, cap_for.get(kind, 0), str(action_id)],
+        )
+        fields = [r.decode() if isinstance(r, bytes) else str(r) for r in result]
+        if fields[0] != "ok":
+            return Claim(fields[0], fields[1] if len(fields) > 1 else "")
+        return Claim("ok", "", fields[1], int(fields[2]), int(fields[3]), int(fields[4]))
+
+    async def confirm(self, action_id: UUID, event_id: UUID, keep_ms: int) -> None:
+        await self._confirm(keys=[self._ticket(action_id)], args=[str(event_id), keep_ms])
+
+    async def release(self, action_id: UUID, user_id: str, action_type: str, event_id: UUID) -> None:
+        await self._release(
+            keys=[self._ticket(action_id), self._cap(user_id, action_type)],
+            args=[str(event_id), str(action_id)],
+        )
+
+    async def claim_events(self, action_ids: list[UUID], owner: str, lease_ms: int) -> set[int]:
+        """Indices (0-based) of the actionIds this request now owns; the rest were seen before."""
+        if not action_ids:
+            return set()
+        claimed = await self._claim_many(keys=[self._marker(a) for a in action_ids], args=[owner, lease_ms])
+        return {int(i) - 1 for i in claimed}
+
+    async def settle_events(
+        self, action_ids: list[UUID], owner: str, *, accepted: bool, keep_ms: int
+    ) -> None:
+        if action_ids:
+            await self._settle_many(
+                keys=[self._marker(a) for a in action_ids],
+                args=[owner, "accepted" if accepted else "", keep_ms],
+            )

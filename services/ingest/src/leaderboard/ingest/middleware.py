@@ -1,0 +1,70 @@
+"""ASGI middleware of its own: the body limit, applied before the app reads anything.
+
+Why not ``leaderboard.common.web.BodyLimitMiddleware``: it counts bytes while the app reads them, so a
+chunked body (no Content-Length) that grows past the limit breaks FastAPI's body parsing mid-way
+and the client gets FastAPI's 400 instead of 413. Buffering here is bounded by the limit itself,
+which is small (the largest legal request is one batch of events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from leaderboard.common.web import error_response
+
+
+class BufferedBodyLimit:
+    """Reads the whole body, at most ``limit`` bytes, before calling the app; refuses larger ones with 413."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        on_refused: Callable[[Scope, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.app, self.limit, self.on_refused = app, limit, on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = [v for k, v in scope.get("headers", []) if k == b"content-length"]
+        too_large = declared and (not declared[0].isdigit() or int(declared[0]) > self.limit)
+        if too_large or len(set(declared)) > 1:
+            await self._refuse(scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = f"request body exceeds {self.limit} bytes"
+        if self.on_refused is not None:
+            await self.on_refused(scope, message)
+        response = error_response(413, "too_large", message, {"Connection": "close"})
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})

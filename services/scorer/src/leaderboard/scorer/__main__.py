@@ -1,0 +1,3 @@
+from leaderboard.scorer.main import run
+
+run()

@@ -1,0 +1,128 @@
+"""The Redis board: absolute scores in, top-N change detection out, rebuild from Postgres.
+
+Layout (see ``leaderboard.common.ranking``): a zero-score sorted set of exact rank keys, a hash
+userId -> current key, a hash of names, a hash of applied versions and a meta hash
+(epoch, version, top, rev). One Lua script applies a batch of absolute scores *and* compares the
+top N, so the version it hands out always matches the top it returns, however many scorer
+replicas write at once. A user's entry only moves to a newer Postgres version, so a late write
+from a replica that lost its partition cannot roll a score back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from leaderboard.common.ranking import BoardKeys, decode_top
+from leaderboard.scorer.domain import ScoreRow
+
+APPLY = """
+local meta = KEYS[4]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then return {'NOEPOCH'} end
+local topn = tonumber(ARGV[1])
+local touched = 0
+for i = 2, #ARGV, 4 do
+  local uid, ver, member, name = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local cur = tonumber(redis.call('HGET', KEYS[5], uid) or '-1')
+  if ver > cur then
+    local old = redis.call('HGET', KEYS[2], uid)
+    if old then redis.call('ZREM', KEYS[1], old) end
+    redis.call('ZADD', KEYS[1], 0, member)
+    redis.call('HSET', KEYS[2], uid, member)
+    redis.call('HSET', KEYS[3], uid, name)
+    redis.call('HSET', KEYS[5], uid, ver)
+    touched = touched + 1
+  end
+end
+if touched > 0 then redis.call('HINCRBY', meta, 'rev', 1) end
+local members = redis.call('ZRANGE', KEYS[1], 0, topn - 1)
+local top = {}
+for i, m in ipairs(members) do
+  local uid = string.sub(m, 35)
+  top[#top + 1] = m
+  top[#top + 1] = redis.call('HGET', KEYS[3], uid) or ''
+end
+local encoded = cjson.encode(top)
+local old = redis.call('HGET', meta, 'top') or '[]'
+if encoded == old then return {'SAME', epoch, redis.call('HGET', meta, 'version') or '0'} end
+local version = redis.call('HINCRBY', meta, 'version', 1)
+redis.call('HSET', meta, 'top', encoded)
+return {'CHANGED', epoch, tostring(version), old, encoded}
+"""
+
+
+@dataclass(frozen=True)
+class TopChange:
+    epoch: str
+    version: int
+    old: list[tuple[str, str]]  # (member, username)
+    new: list[tuple[str, str]]
+
+
+class NoEpoch(Exception):
+    """The board is missing from Redis (flushed or never built): rebuild it from Postgres."""
+
+
+class RedisBoard:
+    def __init__(self, redis: Redis, prefix: str, board: str, top_n: int) -> None:
+        self.redis = redis
+        self.keys = BoardKeys(prefix, board)
+        self.top_n = top_n
+        self._apply = redis.register_script(APPLY)
+
+    @property
+    def versions_key(self) -> str:
+        return f"{self.keys.prefix}:board:{self.keys.board}:ver"
+
+    def _keys(self) -> list[str]:
+        k = self.keys
+        return [k.rank, k.members, k.names, k.meta, self.versions_key]
+
+    async def apply(self, rows: Sequence[ScoreRow]) -> TopChange | None:
+        args: list[object] = [self.top_n]
+        for r in rows:
+            args += [r.user_id, r.version, r.member(), r.username]
+        result = await self._apply(keys=self._keys(), args=args)
+        status = result[0].decode() if isinstance(result[0], bytes) else result[0]
+        if status == "NOEPOCH":
+            raise NoEpoch
+        if status == "SAME":
+            return None
+        _, epoch, version, old, new = (x.decode() if isinstance(x, bytes) else str(x) for x in result)
+        return TopChange(epoch, int(version), decode_top(old), decode_top(new))
+
+    async def has_epoch(self) -> bool:
+        return bool(await self.redis.hexists(self.keys.meta, "epoch"))
+
+    async def rebuild(self, rows: Sequence[ScoreRow], epoch: str, version: int) -> None:
+        """Replace the board with ``rows`` atomically (build aside, then RENAME into place)."""
+        tmp = BoardKeys(self.keys.prefix, f"{self.keys.board}:rebuild:{uuid.uuid4().hex[:8]}")
+        tmp_versions = f"{tmp.prefix}:board:{tmp.board}:ver"
+        chunk = 5000
+        for i in range(0, len(rows), chunk):
+            part = rows[i : i + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(tmp.rank, {r.member(): 0 for r in part})
+            pipe.hset(tmp.members, mapping={r.user_id: r.member() for r in part})
+            pipe.hset(tmp.names, mapping={r.user_id: r.username for r in part})
+            pipe.hset(tmp_versions, mapping={r.user_id: r.version for r in part})
+            await pipe.execute()
+        pipe = self.redis.pipeline(transaction=True)
+        for src, dst in (
+            (tmp.rank, self.keys.rank),
+            (tmp.members, self.keys.members),
+            (tmp.names, self.keys.names),
+            (tmp_versions, self.versions_key),
+        ):
+            if rows:
+                pipe.rename(src, dst)
+            else:
+                pipe.delete(dst)
+        pipe.delete(self.keys.meta)
+        # No "top" yet: the next apply computes it and announces the new epoch.
+        pipe.hset(self.keys.meta, mapping={"epoch": epoch, "version": version, "rev": 0})
+        await pipe.execute()

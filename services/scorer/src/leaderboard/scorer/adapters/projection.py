@@ -1,0 +1,234 @@
+"""The Postgres projection: one transaction per batch that is idempotent by actionId.
+
+The batch goes in as arrays (``unnest``), so a batch of thousands is one round trip. Action rows
+insert with ``ON CONFLICT DO NOTHING``; only rows that actually inserted add points, and the
+statement returns each touched user's new absolute score, which is all Redis needs.
+
+With velocity caps configured, the same transaction first reads the recent actions of the capped
+(user, type) pairs, lets :func:`domain.velocity_verdicts` decide, and records the events over a cap
+in ``quarantine``. An actionId in ``quarantine`` never inserts into ``actions`` (the main statement
+skips it), so a redelivered quarantined event stays quarantined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from leaderboard.common.events import epoch_ms
+from leaderboard.scorer.domain import Decoded, Quarantined, ScoreRow, VelocityCap, velocity_verdicts
+
+APPLY = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::text[],
+                         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::bigint[], $12::int[])
+        AS t(action_id, event_id, user_id, username, action_type, points, source,
+             occurred_at, accepted_at, kafka_partition, kafka_offset, ord)
+), inserted AS (
+    INSERT INTO actions (action_id, event_id, user_id, action_type, points, source, occurred_at, accepted_at,
+                         kafka_partition, kafka_offset)
+    SELECT action_id, event_id, user_id, action_type, points, source, occurred_at, accepted_at,
+           kafka_partition, kafka_offset
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.action_id = i.action_id)
+    ORDER BY ord
+    ON CONFLICT (action_id) DO NOTHING
+    RETURNING action_id
+), per_user AS (
+    SELECT i.user_id,
+           sum(i.points)::bigint AS points,
+           (array_agg(i.accepted_at ORDER BY i.ord DESC))[1] AS reached_at,
+           (array_agg(i.username ORDER BY i.ord DESC))[1] AS username
+    FROM input i JOIN inserted USING (action_id)
+    GROUP BY i.user_id
+), upserted AS (
+    INSERT INTO users AS u (user_id, username, score, reached_at, updated_at, version)
+    SELECT user_id, username, points, reached_at, now(), 1 FROM per_user ORDER BY user_id
+    ON CONFLICT (user_id) DO UPDATE
+        SET score = u.score + EXCLUDED.score, reached_at = EXCLUDED.reached_at,
+            username = EXCLUDED.username, updated_at = now(), version = u.version + 1
+    RETURNING user_id, username, score, reached_at, version
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted, u.*
+FROM upserted u
+"""
+
+
+KNOWN = """
+SELECT action_id FROM actions WHERE action_id = ANY($1::uuid[])
+UNION ALL
+SELECT action_id FROM quarantine WHERE action_id = ANY($1::uuid[])
+"""
+
+HISTORY = """
+SELECT a.user_id, a.action_type, a.accepted_at
+FROM actions a
+JOIN unnest($1::uuid[], $2::text[]) AS k(user_id, action_type) USING (user_id, action_type)
+WHERE a.accepted_at > $3
+"""
+
+QUARANTINE = """
+INSERT INTO quarantine (action_id, event_id, user_id, username, action_type, points, source, occurred_at,
+                        accepted_at, reason, kafka_partition, kafka_offset)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::text[],
+                     $8::timestamptz[], $9::timestamptz[], $10::text[], $11::int[], $12::bigint[])
+ON CONFLICT (action_id) DO NOTHING
+RETURNING action_id
+"""
+
+
+@dataclass(frozen=True)
+class Applied:
+    rows: list[ScoreRow]
+    inserted: int
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+async def _quarantine(
+    conn: asyncpg.Connection, items: Sequence[Decoded], caps: Mapping[str, VelocityCap]
+) -> list[Quarantined]:
+    """Decide and record the batch's events over a velocity cap (inside the caller's transaction)."""
+    capped = [d for d in items if d.event.action_type in caps]
+    if not capped:
+        return []
+    known = {r["action_id"] for r in await conn.fetch(KNOWN, [d.event.action_id for d in capped])}
+    candidates = [d for d in capped if d.event.action_id not in known]
+    if not candidates:
+        return []
+    window_ms = max(caps[d.event.action_type].window_ms for d in candidates)
+    since = min(d.event.accepted_at for d in candidates) - timedelta(milliseconds=window_ms)
+    pairs = sorted({(d.event.user_id, d.event.action_type) for d in candidates})
+    history: dict[tuple[str, str], list[int]] = {}
+    for r in await conn.fetch(HISTORY, [p[0] for p in pairs], [p[1] for p in pairs], since):
+        history.setdefault((str(r["user_id"]), r["action_type"]), []).append(epoch_ms(r["accepted_at"]))
+    _, over = velocity_verdicts(candidates, history, caps)
+    if not over:
+        return []
+    cols: list[list[Any]] = [[] for _ in range(12)]
+    for q in over:
+        e, rec = q.item.event, q.item.record
+        values = (
+            e.action_id, e.event_id, e.user_id, e.username, e.action_type, e.points, e.source,
+            e.occurred_at, e.accepted_at, q.reason, rec.partition, rec.offset,
+        )  # fmt: skip
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    inserted = {r["action_id"] for r in await conn.fetch(QUARANTINE, *cols)}
+    return [q for q in over if q.item.event.action_id in inserted]
+
+
+async def apply_batch(
+    conn: asyncpg.Connection, items: Sequence[Decoded], caps: Mapping[str, VelocityCap] | None = None
+) -> Applied:
+    if not items:
+        return Applied([], 0)
+    async with conn.transaction():
+        quarantined = await _quarantine(conn, items, caps) if caps else []
+        if quarantined:
+            held = {q.item.event.action_id for q in quarantined}
+            items = [d for d in items if d.event.action_id not in held]
+        rows, inserted = await _apply(conn, items)
+    return Applied(rows, inserted, quarantined)
+
+
+async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[list[ScoreRow], int]:
+    if not items:
+        return [], 0
+    cols: list[list[object]] = [[] for _ in range(12)]
+    for ord_, d in enumerate(items):
+        e, r = d.event, d.record
+        for col, value in zip(
+            cols,
+            (
+                e.action_id,
+                e.event_id,
+                e.user_id,
+                e.username,
+                e.action_type,
+                e.points,
+                e.source,
+                e.occurred_at,
+                e.accepted_at,
+                r.partition,
+                r.offset,
+                ord_,
+            ),
+            strict=True,
+        ):
+            col.append(value)
+    result = await conn.fetch(APPLY, *cols)
+    rows = [
+        ScoreRow(
+            str(r["user_id"]), r["username"], int(r["score"]), epoch_ms(r["reached_at"]), int(r["version"])
+        )
+        for r in result
+    ]
+    return rows, int(result[0]["inserted"]) if result else 0
+
+
+async def board_state(conn: asyncpg.Connection, board: str) -> tuple[str | None, int]:
+    row = await conn.fetchrow("SELECT epoch, version FROM boards WHERE board = $1", board)
+    return (row["epoch"], int(row["version"])) if row else (None, 0)
+
+
+async def new_epoch(conn: asyncpg.Connection, board: str, epoch: str) -> int:
+    """Start a new epoch for the board; returns the version to continue from."""
+    version = await conn.fetchval(
+        "INSERT INTO boards (board, epoch) VALUES ($1, $2) ON CONFLICT (board) DO UPDATE SET epoch = $2, "
+        "updated_at = now() RETURNING version",
+        board,
+        epoch,
+    )
+    return int(version)
+
+
+async def record_version(conn: asyncpg.Connection, board: str, version: int) -> None:
+    await conn.execute(
+        "UPDATE boards SET version = GREATEST(version, $2), updated_at = now() WHERE board = $1",
+        board,
+        version,
+    )
+
+
+async def all_scores(conn: asyncpg.Connection) -> list[ScoreRow]:
+    rows = await conn.fetch("SELECT user_id, username, score, reached_at, version FROM users")
+    return [
+        ScoreRow(
+            str(r["user_id"]), r["username"], int(r["score"]), epoch_ms(r["reached_at"]), int(r["version"])
+        )
+        for r in rows
+    ]
+
+
+async def unaudited_quarantine(conn: asyncpg.Connection, limit: int = 1000) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT action_id, user_id, action_type, points, accepted_at, reason FROM quarantine "
+            "WHERE audited_at IS NULL ORDER BY quarantined_at LIMIT $1",
+            limit,
+        )
+    )
+
+
+async def mark_audited(conn: asyncpg.Connection, action_ids: Sequence[UUID]) -> None:
+    await conn.execute(
+        "UPDATE quarantine SET audited_at = now() WHERE action_id = ANY($1::uuid[])", list(action_ids)
+    )
+
+
+async def list_quarantine(
+    conn: asyncpg.Connection, *, limit: int = 100, user_id: UUID | None = None
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT action_id, event_id, user_id, username, action_type, points, source, occurred_at, "
+        "accepted_at, reason, quarantined_at, kafka_partition, kafka_offset, audited_at FROM quarantine "
+        "WHERE $2::uuid IS NULL OR user_id = $2 ORDER BY quarantined_at DESC, action_id LIMIT $1",
+        limit,
+        user_id,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,154 @@
+"""Scoring rules with no I/O: decoding a batch, in-batch dedupe, and what changed on the board.
+
+The projection itself is arithmetic on a unique key (actionId): a row that inserts adds its
+points, a duplicate adds nothing, and the absolute score is what Redis receives. These helpers
+keep the batch in log order so that "the event that reached the score" is the same on replay.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from leaderboard.common.events import ActionCompleted, RankedEntry, decode_action, epoch_ms
+from leaderboard.common.ranking import RankKey
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as fetched (partition/offset are stored with the action for audit)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    record: Record
+    event: ActionCompleted
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: Record
+    error: str
+
+
+def decode_batch(records: Iterable[Record]) -> tuple[list[Decoded], list[Rejected]]:
+    good: list[Decoded] = []
+    bad: list[Rejected] = []
+    for r in records:
+        try:
+            event = decode_action(r.value)
+        except (ValueError, ValidationError) as exc:
+            bad.append(Rejected(r, f"{type(exc).__name__}: {exc}"))
+            continue
+        if r.key is not None and r.key != str(event.user_id).encode():
+            bad.append(Rejected(r, "record key does not match the event's userId"))
+            continue
+        good.append(Decoded(r, event))
+    return good, bad
+
+
+def first_occurrences(items: Sequence[Decoded]) -> tuple[list[Decoded], int]:
+    """Keep the first occurrence of each actionId in log order; count the repeats."""
+    seen: set[UUID] = set()
+    unique: list[Decoded] = []
+    for d in items:
+        if d.event.action_id in seen:
+            continue
+        seen.add(d.event.action_id)
+        unique.append(d)
+    return unique, len(items) - len(unique)
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """A user's absolute state after a batch, as committed in Postgres."""
+
+    user_id: str
+    username: str
+    score: int
+    reached_ms: int
+    version: int
+
+    def member(self) -> str:
+        return RankKey(self.score, self.reached_ms, self.user_id).member()
+
+
+def changed_entries(old: Sequence[RankedEntry], new: Sequence[RankedEntry]) -> list[UUID]:
+    """Users whose rank, score or name differs between two tops, or who entered or left it."""
+    before = {e.user_id: (e.rank, e.score, e.username) for e in old}
+    after = {e.user_id: (e.rank, e.score, e.username) for e in new}
+    changed = [uid for uid, state in after.items() if before.get(uid) != state]
+    changed += [uid for uid in before if uid not in after]
+    return changed
+
+
+@dataclass(frozen=True)
+class VelocityCap:
+    """At most ``max_events`` applied events of one type per user within ``window_ms`` (acceptedAt)."""
+
+    max_events: int
+    window_ms: int
+
+    @classmethod
+    def of(cls, max_events: int, window_s: float) -> VelocityCap:
+        return cls(int(max_events), max(1, round(window_s * 1000)))
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    item: Decoded
+    reason: str
+
+
+def velocity_caps(config: Mapping[str, tuple[int, float]]) -> dict[str, VelocityCap]:
+    return {action_type: VelocityCap.of(n, w) for action_type, (n, w) in config.items()}
+
+
+def velocity_verdicts(
+    items: Sequence[Decoded],
+    history: Mapping[tuple[str, str], Sequence[int]],
+    caps: Mapping[str, VelocityCap],
+) -> tuple[list[Decoded], list[Quarantined]]:
+    """Split a batch (in log order) into events to apply and events over their velocity cap.
+
+    ``history`` holds, per (userId, actionType), the acceptedAt epoch-ms of events already applied.
+    An event is over the cap when ``max_events`` applied events of its user and type lie in the
+    window ``(t - window, t]``; a quarantined event does not count towards later ones. Decisions use
+    only log times, so replaying the log makes the same decisions.
+    """
+    applied: dict[tuple[str, str], list[int]] = {}
+    allowed: list[Decoded] = []
+    quarantined: list[Quarantined] = []
+    for d in items:
+        cap = caps.get(d.event.action_type)
+        if cap is None:
+            allowed.append(d)
+            continue
+        key = (str(d.event.user_id), d.event.action_type)
+        times = applied.get(key)
+        if times is None:
+            times = applied[key] = sorted(history.get(key, ()))
+        t = epoch_ms(d.event.accepted_at)
+        in_window = bisect.bisect_right(times, t) - bisect.bisect_right(times, t - cap.window_ms)
+        if in_window >= cap.max_events:
+            quarantined.append(
+                Quarantined(
+                    d,
+                    f"velocity: over {cap.max_events} {d.event.action_type} per "
+                    f"{cap.window_ms / 1000:g}s for this user",
+                )
+            )
+            continue
+        bisect.insort(times, t)
+        allowed.append(d)
+    return allowed, quarantined

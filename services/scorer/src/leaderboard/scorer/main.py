@@ -1,0 +1,23 @@
+"""``leaderboard scorer``: run one Faust worker of the scorer group."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+
+from leaderboard.common.kafka import ensure_topics
+from leaderboard.common.logs import setup_logging
+from leaderboard.scorer.app import build_app
+from leaderboard.scorer.settings import ScorerSettings
+
+
+def run(web_port: int | None = None) -> None:
+    settings = ScorerSettings()
+    if web_port is not None:
+        settings.scorer_web_port = web_port
+    setup_logging(settings.log_level, "scorer")
+    asyncio.run(ensure_topics(settings))
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

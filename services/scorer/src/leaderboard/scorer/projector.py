@@ -1,0 +1,218 @@
+"""Applies batches of ``leaderboard.actions.v1`` records to Postgres and Redis, then announces
+top-N changes. Used by the Faust agent, by ``leaderboard replay`` and by the benchmark baseline,
+so every path projects the log the same way.
+
+Order per batch (each step durable before the next; offsets are committed by the caller after):
+  1. decode; undecodable records go to the DLQ (awaited);
+  2. one Postgres transaction, idempotent by actionId, returning absolute scores;
+  3. Redis: set those absolute scores and compare the top N in one script;
+  4. if the top changed: BoardChanged to leaderboard.changes.v1 (awaited), version recorded in Postgres;
+  5. a pub/sub notice of the new scores for ``?wait=true`` callers;
+  6. audit events for newly quarantined actions (velocity caps), marked as sent in Postgres.
+A crash anywhere repeats the batch on redelivery, which is harmless: step 2 inserts nothing
+twice and steps 3-5 write absolute state; step 6 is retried from the ``audited_at IS NULL`` rows
+at the next start (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+from redis.asyncio import Redis
+
+from leaderboard.common.events import BoardChanged, DeadLetter, SecurityEvent, iso_ms, now_ms
+from leaderboard.common.ranking import ranked_entries
+from leaderboard.common.topics import Topics
+from leaderboard.scorer import domain
+from leaderboard.scorer.adapters import projection
+from leaderboard.scorer.adapters.board import NoEpoch, RedisBoard, TopChange
+from leaderboard.scorer.settings import FaultPoint, ScorerSettings
+
+log = logging.getLogger(__name__)
+# outcome: applied | duplicate | quarantined | dead_letter. rate(scorer_events_total[1m]) is events/s.
+EVENTS = Counter("scorer_events_total", "Records processed", ["outcome"])
+BATCH_SIZE = Histogram(
+    "scorer_batch_size", "Records per batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000)
+)
+BATCH_SECONDS = Histogram("scorer_batch_seconds", "Time to apply one batch")
+BOARD_VERSION = Gauge("scorer_board_version", "Last published board version")
+
+
+@dataclass
+class BatchResult:
+    applied: int
+    duplicates: int
+    dead_lettered: int
+    change: TopChange | None
+    quarantined: int = 0
+
+
+class Projector:
+    def __init__(
+        self, settings: ScorerSettings, pool: asyncpg.Pool, redis: Redis, producer: AIOKafkaProducer
+    ) -> None:
+        self.settings = settings
+        self.pool, self.redis, self.producer = pool, redis, producer
+        self.topics = Topics(settings.topic_prefix)
+        self.board = RedisBoard(redis, settings.redis_prefix, settings.board, settings.board_top_n)
+        self.caps = domain.velocity_caps(settings.velocity_caps)
+        self._batches = 0
+
+    def fault(self, point: FaultPoint) -> None:
+        """Test hook: die hard at ``point`` once (the marker file remembers that it happened)."""
+        s = self.settings
+        if s.fault_point != point or s.fault_marker is None or s.fault_marker.exists():
+            return
+        if self._batches < s.fault_after_batches:
+            return
+        s.fault_marker.write_text(point)
+        log.warning("fault injection: exiting at %s", point)
+        os._exit(70)
+
+    async def ensure_board(self) -> None:
+        """Start-up check: rebuild Redis from Postgres when the board is missing (flushed or new)."""
+        if not await self.board.has_epoch():
+            await self.rebuild()
+
+    async def rebuild(self) -> TopChange | None:
+        lock = f"{self.settings.redis_prefix}:board:{self.settings.board}:rebuild-lock"
+        async with self.redis.lock(lock, timeout=120, blocking_timeout=120):
+            if await self.board.has_epoch():
+                return None
+            epoch = uuid.uuid4().hex[:12]
+            async with self.pool.acquire() as conn:
+                version = await projection.new_epoch(conn, self.settings.board, epoch)
+                rows = await projection.all_scores(conn)
+            await self.board.rebuild(rows, epoch, version)
+            log.info(
+                "rebuilt board %s from Postgres: %d users, epoch %s", self.settings.board, len(rows), epoch
+            )
+        change = await self.board.apply([])
+        if change is not None:
+            await self._announce(change)
+        return change
+
+    async def process(self, records: Sequence[domain.Record]) -> BatchResult:
+        self._batches += 1
+        BATCH_SIZE.observe(len(records))
+        self.fault("after_fetch")
+        with BATCH_SECONDS.time():
+            good, bad = domain.decode_batch(records)
+            if bad:
+                await self._dead_letter(bad)
+            unique, repeats = domain.first_occurrences(good)
+            applied = await self._apply_postgres(unique)
+            self.fault("after_postgres")
+            change = await self._apply_redis(applied.rows)
+            self.fault("after_redis")
+            if change is not None:
+                await self._announce(change)
+            if applied.rows:
+                await self._notify_applied(unique, applied.rows)
+            if applied.quarantined:
+                await self.audit_quarantine()
+        quarantined = len(applied.quarantined)
+        duplicates = repeats + len(unique) - applied.inserted - quarantined
+        EVENTS.labels("applied").inc(applied.inserted)
+        EVENTS.labels("duplicate").inc(duplicates)
+        EVENTS.labels("quarantined").inc(quarantined)
+        EVENTS.labels("dead_letter").inc(len(bad))
+        self.fault("before_commit")
+        return BatchResult(applied.inserted, duplicates, len(bad), change, quarantined)
+
+    async def audit_quarantine(self) -> int:
+        """Emit a SecurityEvent for every quarantined action not yet audited; returns how many."""
+        sent = 0
+        while True:
+            async with self.pool.acquire() as conn:
+                rows = await projection.unaudited_quarantine(conn)
+            if not rows:
+                return sent
+            futures = []
+            for r in rows:
+                event = SecurityEvent(
+                    kind="action_quarantined",
+                    user_id=str(r["user_id"]),
+                    detail={
+                        "actionId": str(r["action_id"]),
+                        "actionType": r["action_type"],
+                        "points": r["points"],
+                        "acceptedAt": iso_ms(r["accepted_at"]),
+                        "reason": r["reason"],
+                    },
+                    at=now_ms(),
+                )
+                futures.append(
+                    await self.producer.send(
+                        self.topics.audit, event.to_bytes(), key=str(r["user_id"]).encode()
+                    )
+                )
+            await asyncio.gather(*futures)
+            async with self.pool.acquire() as conn:
+                await projection.mark_audited(conn, [r["action_id"] for r in rows])
+            sent += len(rows)
+
+    async def _apply_postgres(self, unique: list[domain.Decoded]) -> projection.Applied:
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire() as conn:
+                    return await projection.apply_batch(conn, unique, self.caps)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                await asyncio.sleep(0.05 * (attempt + 1))
+        async with self.pool.acquire() as conn:
+            return await projection.apply_batch(conn, unique, self.caps)
+
+    async def _apply_redis(self, rows: list[domain.ScoreRow]) -> TopChange | None:
+        try:
+            return await self.board.apply(rows)
+        except NoEpoch:
+            log.warning("board missing from Redis; rebuilding from Postgres")
+            await self.rebuild()  # includes this batch: Postgres already committed it
+            return await self.board.apply(rows)
+
+    async def _announce(self, change: TopChange) -> None:
+        old, new = ranked_entries(change.old), ranked_entries(change.new)
+        event = BoardChanged(
+            board=self.settings.board,
+            epoch=change.epoch,
+            version=change.version,
+            top=new,
+            changed=domain.changed_entries(old, new),
+            at=now_ms(),
+        )
+        await self.producer.send_and_wait(
+            self.topics.changes, event.to_bytes(), key=self.settings.board.encode()
+        )
+        async with self.pool.acquire() as conn:
+            await projection.record_version(conn, self.settings.board, change.version)
+        BOARD_VERSION.set(change.version)
+
+    async def _dead_letter(self, bad: list[domain.Rejected]) -> None:
+        futures = []
+        for item in bad:
+            r = item.record
+            letter = DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, item.error)
+            futures.append(
+                await self.producer.send(self.topics.dlq, letter.to_bytes(), key=r.key or b"undecodable")
+            )
+            log.warning("dead-lettered %s[%d]@%d: %s", r.topic, r.partition, r.offset, item.error[:200])
+        await asyncio.gather(*futures)
+
+    async def _notify_applied(self, unique: list[domain.Decoded], rows: list[domain.ScoreRow]) -> None:
+        scores = {r.user_id: r.score for r in rows}
+        notice = {
+            str(d.event.action_id): scores[str(d.event.user_id)]
+            for d in unique
+            if str(d.event.user_id) in scores
+        }
+        if notice:
+            await self.redis.publish(f"{self.settings.redis_prefix}:applied", json.dumps(notice))

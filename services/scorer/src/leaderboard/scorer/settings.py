@@ -1,0 +1,39 @@
+"""Scorer settings (env prefix ``LEADERBOARD_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from leaderboard.common.settings import CommonSettings
+
+FaultPoint = Literal["after_fetch", "after_postgres", "after_redis", "before_commit"]
+
+
+class ScorerSettings(CommonSettings):
+    scorer_group: str = "leaderboard-scorer"
+    scorer_web_port: int = 6066
+    scorer_web_host: str = "127.0.0.1"
+    batch_size: int = Field(2000, ge=1)
+    batch_within_s: float = Field(0.05, gt=0)
+    session_timeout_s: float = Field(10, ge=2, description="How fast a dead member's partitions move on.")
+    commit_interval_s: float = 1.0
+    board: str = "global"
+    # Anti-abuse: per user and action type, at most N applied events within W seconds of acceptedAt
+    # (the log's time, so a replay quarantines the same events). JSON in the environment, e.g.
+    # LEADERBOARD_VELOCITY_CAPS='{"quest": [20, 60]}'. Types not listed are uncapped.
+    velocity_caps: dict[str, tuple[int, float]] = Field(default_factory=dict)
+    # Fault injection for tests: exit hard (os._exit) once at this point, when the marker file is absent.
+    fault_point: FaultPoint | None = None
+    fault_marker: Path | None = None
+    fault_after_batches: int = 1
+
+    @field_validator("velocity_caps")
+    @classmethod
+    def _sane_caps(cls, caps: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float]]:
+        for action_type, (max_events, window_s) in caps.items():
+            if max_events < 1 or window_s <= 0:
+                raise ValueError(f"velocity cap for {action_type!r} needs max_events >= 1 and window > 0")
+        return caps

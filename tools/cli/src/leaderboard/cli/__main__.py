@@ -1,0 +1,3 @@
+from leaderboard.cli.main import cli
+
+cli()

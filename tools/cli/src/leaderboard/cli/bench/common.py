@@ -1,0 +1,198 @@
+"""What every benchmark section shares: the run's context, the bench catalog and limits, the
+machine description, helpers to start extra processes and to wait on Postgres and Redis.
+
+Only loopback addresses are used: the stack and every service listen on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from leaderboard.cli.processes import free_port
+from leaderboard.cli.services import ServiceSpec, Supervisor
+from leaderboard.cli.testing import Namespace
+
+BENCH_TYPE = "bench"
+BENCH_POINTS = 10
+# Loopback load tests must not be throttled: every limit far above what one machine can send.
+UNLIMITED = {
+    "LEADERBOARD_RATE_PLAYER_PER_MIN": "100000000",
+    "LEADERBOARD_RATE_PLAYER_BURST": "10000000",
+    "LEADERBOARD_RATE_SERVICE_PER_MIN": "100000000",
+    "LEADERBOARD_RATE_SERVICE_BURST": "10000000",
+    "LEADERBOARD_RATE_IP_PER_MIN": "100000000",
+    "LEADERBOARD_RATE_IP_BURST": "10000000",
+}
+
+
+@dataclass
+class Sizes:
+    """How big each section runs; ``quick`` shrinks all of them for a smoke run."""
+
+    quick: bool = False
+    # ingest
+    duration_s: float = 10.0
+    warmup_s: float = 1.0
+    concurrency: int = 32
+    rounds: int = 2
+    batch_events: int = 100
+    players: int = 64
+    # scorer
+    events: int = 50_000
+    users: int = 5_000
+    batch_size: int = 2_000
+    naive_events: int = 3_000
+    naive_time_s: float = 20.0
+    # end to end
+    samples: int = 200
+    poll_interval_s: float = 0.1
+    # fan-out
+    clients: list[int] = field(default_factory=lambda: [100, 1_000, 5_000])
+    changes: int = 15
+    clients_per_worker: int = 1_250
+
+    @classmethod
+    def make(cls, quick: bool) -> Sizes:
+        if not quick:
+            return cls()
+        return cls(
+            quick=True,
+            duration_s=3.0,
+            warmup_s=0.5,
+            concurrency=8,
+            rounds=1,
+            players=16,
+            events=5_000,
+            users=500,
+            naive_events=300,
+            naive_time_s=5.0,
+            samples=15,
+            clients=[50, 200],
+            changes=4,
+            clients_per_worker=150,
+        )
+
+
+@dataclass
+class Context:
+    """One benchmark run: the stack's environment, where logs go, and the sizes."""
+
+    env: dict[str, str]
+    work: Path
+    logs: Path
+    sizes: Sizes
+    catalog_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.catalog_file = write_catalog(self.work / "bench-catalog.toml")
+
+    def namespace(self, **overrides: str) -> Namespace:
+        base = {
+            **self.env,
+            **UNLIMITED,
+            "LEADERBOARD_CATALOG_FILE": str(self.catalog_file),
+            "LEADERBOARD_LOG_LEVEL": "WARNING",
+            "LEADERBOARD_BATCH_SIZE": str(self.sizes.batch_size),
+        }
+        return Namespace.create(base, **overrides)
+
+    def log_dir(self, name: str) -> Path:
+        path = self.logs / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def write_catalog(path: Path) -> Path:
+    """The packaged catalog plus a ``bench`` type that can be completed at once and has no cap,
+    so the player path measures the service rather than the pacing rules."""
+    default = resources.files("leaderboard.ingest").joinpath("catalog.default.toml").read_text()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        default
+        + f"""
+# Benchmarks only: no minimum duration, no hourly cap.
+[actions.{BENCH_TYPE}]
+points = {BENCH_POINTS}
+max_points = 1000
+min_seconds = 0
+per_hour = 0
+ttl_seconds = 900
+"""
+    )
+    return path
+
+
+def start_extra(
+    supervisor: Supervisor, name: str, module: str, args: list[str], env: dict[str, str], log_dir: Path
+) -> int:
+    """Start ``python -m module --port P args`` under ``supervisor`` and wait for its /readyz; returns P."""
+    port = free_port()
+    spec = ServiceSpec(
+        name,
+        [sys.executable, "-m", module, "--port", str(port), *args],
+        env,
+        f"http://127.0.0.1:{port}/readyz",
+        log_dir / f"{name}.log",
+    )
+    supervisor.start(spec)
+    supervisor.wait_ready(name)
+    return port
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (never past the hard limit); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 0
+    return {
+        "nproc": usable,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "wrk": shutil.which("wrk"),
+    }
+
+
+async def until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")

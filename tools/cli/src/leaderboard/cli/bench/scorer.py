@@ -1,0 +1,202 @@
+"""Scorer: events/s end to end, from events already in the topic to their effects committed
+(action rows in Postgres, every user on the Redis board), for the Faust scorer and, in the same run,
+for a plain aiokafka consumer loop doing the same SQL and Redis work (``plain_scorer``), and a
+naive one-event-per-transaction loop (time-boxed, on fewer events).
+
+Each contender gets its own namespace (topic, consumer group, database, Redis prefix) holding the
+same events, produced before it starts. Two figures each: *wall* from process spawn to done
+(start-up, group join and migrations included) and *steady* from the first batch's transaction
+(``min(actions.applied_at)``) to done. Batches are counted as distinct ``applied_at`` values (one
+per transaction, since ``now()`` is the transaction's start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from leaderboard.cli.bench.common import BENCH_TYPE, Context
+from leaderboard.cli.bench.stats import rate
+from leaderboard.cli.processes import spawn, stop
+from leaderboard.cli.testing import Namespace, System
+from leaderboard.common.events import ActionCompleted, now_ms
+from leaderboard.common.kafka import ensure_topics, producer
+from leaderboard.common.ranking import BoardKeys
+from leaderboard.common.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def _events(n: int, users: int) -> tuple[list[tuple[bytes, bytes]], int, int]:
+    """(key, value) pairs keyed by user, their total points and the number of distinct users."""
+    ids = [uuid.uuid4() for _ in range(users)]
+    out: list[tuple[bytes, bytes]] = []
+    total = 0
+    for i in range(n):
+        user = ids[i % users] if i < users else random.choice(ids)
+        points = random.randint(1, 100)
+        total += points
+        now = now_ms()
+        event = ActionCompleted(
+            event_id=uuid.uuid4(),
+            action_id=uuid.uuid4(),
+            user_id=user,
+            username=f"bench-{str(user)[:8]}",
+            action_type=BENCH_TYPE,
+            points=points,
+            occurred_at=now,
+            accepted_at=now,
+            source="service",
+            request_id="bench",
+        )
+        out.append((str(user).encode(), event.to_bytes()))
+    return out, total, min(n, users)
+
+
+async def _produce(namespaces: list[tuple[Namespace, int]], events: list[tuple[bytes, bytes]]) -> float:
+    started = time.perf_counter()
+    for ns, count in namespaces:
+        settings = ns.settings()
+        await ensure_topics(settings)
+        topic = Topics(settings.topic_prefix).actions
+        async with producer(settings) as kafka:
+            pending = []
+            for key, value in events[:count]:
+                pending.append(await kafka.send(topic, value, key=key))
+                if len(pending) >= 5_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+    return time.perf_counter() - started
+
+
+async def _watch(
+    ns: Namespace, start: Callable[[], object], events: int, users: int, limit_s: float
+) -> dict[str, Any]:
+    """Start the contender (``start`` blocks until it is up; it runs in a thread meanwhile) and
+    poll Postgres and Redis until all ``events`` and ``users`` are there or ``limit_s`` passes."""
+    rank_key = BoardKeys(ns.env["LEADERBOARD_REDIS_PREFIX"], "global").rank
+    spawned_wall, spawned = time.time(), time.monotonic()
+    starter = asyncio.create_task(asyncio.to_thread(start))
+    conn = await asyncpg.connect(ns.dsn)
+    redis = Redis.from_url(ns.env["LEADERBOARD_REDIS_URL"])
+    done, timed_out, count = None, False, 0
+    try:
+        while True:
+            if starter.done() and starter.exception() is not None:
+                raise RuntimeError("the scorer did not start") from starter.exception()
+            try:
+                count = int(await conn.fetchval("SELECT count(*) FROM actions"))
+            except asyncpg.UndefinedTableError:
+                count = 0
+            if count >= events and int(await redis.zcard(rank_key)) >= users:
+                done = time.monotonic()
+                break
+            if time.monotonic() - spawned > limit_s:
+                timed_out = True
+                done = time.monotonic()
+                break
+            await asyncio.sleep(0.05)
+        done_wall = spawned_wall + (done - spawned)
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, count(DISTINCT applied_at) AS batches, "
+            "extract(epoch FROM min(applied_at))::float8 AS first, coalesce(sum(points), 0) AS points "
+            "FROM actions"
+        )
+        scores = int(await conn.fetchval("SELECT coalesce(sum(score), 0) FROM users"))
+        on_board = int(await redis.zcard(rank_key))
+        await starter
+    finally:
+        await conn.close()
+        await redis.aclose()
+    n = int(row["n"]) if row else 0
+    first = float(row["first"]) if row and row["first"] is not None else done_wall
+    batches = int(row["batches"]) if row else 0
+    return {
+        "events": n,
+        "expected_events": events,
+        "timed_out": timed_out,
+        "wall_s": done - spawned,
+        "steady_s": done_wall - first,
+        "events_per_s_wall": rate(n, done - spawned),
+        "events_per_s_steady": rate(n, done_wall - first),
+        "batches": batches,
+        "mean_batch": rate(n, batches),
+        "points_in_postgres": int(row["points"]) if row else 0,
+        "score_sum": scores,
+        "users_on_board": on_board,
+    }
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.sizes
+    faust_ns = ctx.namespace()
+    plain_ns = ctx.namespace()
+    naive_ns = ctx.namespace(LEADERBOARD_BATCH_SIZE="1")
+    namespaces = [faust_ns, plain_ns, naive_ns]
+    log_dir = ctx.log_dir("scorer")
+    system = System(faust_ns, log_dir)
+    procs: list[Any] = []
+    try:
+        events, total, users = _events(sizes.events, sizes.users)
+        naive_n = min(sizes.naive_events, sizes.events)
+        naive_total = sum(ActionCompleted.model_validate_json(v).points for _, v in events[:naive_n])
+        naive_users = len({k for k, _ in events[:naive_n]})
+        produce_s = asyncio.run(
+            _produce([(faust_ns, sizes.events), (plain_ns, sizes.events), (naive_ns, naive_n)], events)
+        )
+        limit = max(120.0, sizes.events / 250)
+
+        def start_faust() -> None:
+            system.start(only=["scorer"])
+
+        def start_plain(ns: Namespace, name: str) -> Callable[[], None]:
+            def go() -> None:
+                procs.append(
+                    spawn(
+                        [sys.executable, "-m", "leaderboard.cli.bench.plain_scorer"],
+                        env=ns.env,
+                        log_path=log_dir / f"{name}.log",
+                    )
+                )
+
+            return go
+
+        faust = asyncio.run(_watch(faust_ns, start_faust, sizes.events, users, limit))
+        system.stop()
+        plain = asyncio.run(_watch(plain_ns, start_plain(plain_ns, "plain"), sizes.events, users, limit))
+        for p in procs:
+            stop(p)
+        naive = asyncio.run(
+            _watch(naive_ns, start_plain(naive_ns, "naive"), naive_n, naive_users, sizes.naive_time_s)
+        )
+        faust["consistent"] = faust["points_in_postgres"] == faust["score_sum"] == total
+        plain["consistent"] = plain["points_in_postgres"] == plain["score_sum"] == total
+        naive["consistent"] = naive["points_in_postgres"] == naive["score_sum"] and (
+            naive["timed_out"] or naive["score_sum"] == naive_total
+        )
+        return {
+            "events": sizes.events,
+            "users": users,
+            "partitions": int(faust_ns.env["LEADERBOARD_ACTIONS_PARTITIONS"]),
+            "batch_size": sizes.batch_size,
+            "produce_s": produce_s,
+            "faust": faust,
+            "baseline_plain_consumer": plain,
+            "baseline_per_event": {**naive, "batch_size": 1, "time_box_s": sizes.naive_time_s},
+        }
+    finally:
+        system.stop()
+        for p in procs:
+            stop(p)
+        for ns in namespaces:
+            ns.drop()

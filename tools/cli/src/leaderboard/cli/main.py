@@ -1,0 +1,283 @@
+"""``leaderboard``: the one CLI for operators and developers.
+
+leaderboard dev          embedded stack + the three services + demo traffic (what `make run` runs)
+leaderboard stack        only the embedded Kafka, Redis and Postgres; prints the exports
+leaderboard ingest|scorer|broadcaster   one service against the configured stack
+leaderboard token --sub ID --role player|service|admin [--name N] [--ttl S]
+leaderboard simulate | replay | rebuild-cache | board
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from leaderboard.common.logs import setup_logging
+
+DATA_DIR = Path(".leaderboard")
+
+
+@click.group()
+def cli() -> None:
+    """Live leaderboard: event-sourced services on Kafka, Redis and Postgres."""
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Listen port (default LEADERBOARD_PORT or 8080).")
+def ingest(port: int | None) -> None:
+    """Run the ingest API (write side)."""
+    from leaderboard.ingest.main import run
+
+    run(port)
+
+
+@cli.command()
+@click.option("--web-port", type=int, default=None, help="Health/metrics port (default 6066).")
+def scorer(web_port: int | None) -> None:
+    """Run one scorer worker (Faust)."""
+    from leaderboard.scorer.main import run
+
+    run(web_port)
+
+
+@cli.command()
+@click.option("--port", type=int, default=None, help="Listen port (default LEADERBOARD_PORT or 8090).")
+def broadcaster(port: int | None) -> None:
+    """Run the broadcaster (reads, WebSocket, SSE, demo page)."""
+    from leaderboard.broadcaster.main import run
+
+    run(port)
+
+
+@cli.command()
+@click.option("--sub", required=True, help="Subject: the user id (a UUID).")
+@click.option(
+    "--role", type=click.Choice(["player", "service", "admin"]), default="player", show_default=True
+)
+@click.option("--name", default=None, help="Display name (the `name` claim).")
+@click.option("--ttl", type=int, default=3600, show_default=True, help="Lifetime in seconds.")
+def token(sub: str, role: str, name: str | None, ttl: int) -> None:
+    """Print a JWT signed with the dev key (the bare token is the last line)."""
+    from leaderboard.common.auth import mint_token
+    from leaderboard.common.settings import CommonSettings
+
+    try:
+        sub = str(uuid.UUID(sub))
+    except ValueError as exc:
+        raise click.BadParameter("must be a UUID", param_hint="--sub") from exc
+    settings = CommonSettings()
+    if ttl > settings.jwt_max_lifetime_s:
+        raise click.BadParameter(
+            f"at most {settings.jwt_max_lifetime_s}s (LEADERBOARD_JWT_MAX_LIFETIME_S)", param_hint="--ttl"
+        )
+    click.echo(mint_token(settings, sub=sub, role=role, name=name, ttl_s=ttl))  # type: ignore[arg-type]
+
+
+def stack_ports(func: Callable[..., None]) -> Callable[..., None]:
+    for name, default in (("postgres", 15432), ("redis", 16379), ("kafka", 19092)):
+        func = click.option(f"--{name}-port", type=int, default=default, show_default=True,
+                            help=f"Embedded {name} port (127.0.0.1).")(func)
+    return func
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR / "stack", show_default=True)
+@stack_ports
+def stack(data_dir: Path, kafka_port: int, redis_port: int, postgres_port: int) -> None:
+    """Start only the embedded Kafka, Redis and Postgres and print the LEADERBOARD_* exports. Ctrl-C stops them."""
+    setup_logging("INFO", "stack")
+    from leaderboard.cli.stack import EmbeddedStack, StackPorts
+
+    embedded = EmbeddedStack(data_dir, StackPorts(kafka_port, redis_port, postgres_port))
+    _stop_on_signals()
+    try:
+        exports = embedded.start()
+        for key, value in exports.items():
+            click.echo(f"export {key}={value}")
+        click.echo("# embedded stack running (ephemeral: empty on every start); Ctrl-C stops it", err=True)
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        embedded.stop()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_on_signals() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default=True)
+@click.option("--ingest-port", type=int, default=8080, show_default=True)
+@click.option("--broadcaster-port", type=int, default=8090, show_default=True)
+@click.option("--scorer-port", type=int, default=6066, show_default=True)
+@click.option(
+    "--scorers", type=int, default=1, show_default=True, help="Scorer replicas (one consumer group)."
+)
+@click.option("--demo/--no-demo", default=True, show_default=True, help="Gentle simulated traffic.")
+@stack_ports
+def dev(
+    data_dir: Path,
+    ingest_port: int,
+    broadcaster_port: int,
+    scorer_port: int,
+    scorers: int,
+    demo: bool,
+    kafka_port: int,
+    redis_port: int,
+    postgres_port: int,
+) -> None:
+    """Embedded stack + ingest + scorer + broadcaster + demo traffic, in the foreground."""
+    setup_logging("INFO", "dev")
+    from leaderboard.cli.services import Supervisor, service_specs
+    from leaderboard.cli.stack import EmbeddedStack, StackPorts
+    from leaderboard.common.auth import ensure_dev_keys
+    from leaderboard.common.settings import CommonSettings
+
+    data_dir = data_dir.resolve()
+    keys_dir = Path(os.environ.get("LEADERBOARD_KEYS_DIR", data_dir / "keys")).resolve()
+    ensure_dev_keys(keys_dir)
+    embedded = EmbeddedStack(data_dir / "stack", StackPorts(kafka_port, redis_port, postgres_port))
+    supervisor = Supervisor()
+    _stop_on_signals()
+    try:
+        exports = embedded.start()
+        env = {
+            **os.environ,
+            **exports,
+            "LEADERBOARD_DEV_MODE": "true",
+            "LEADERBOARD_KEYS_DIR": str(keys_dir),
+            "LEADERBOARD_INGEST_PUBLIC_URL": f"http://127.0.0.1:{ingest_port}",
+        }
+        specs = service_specs(
+            env,
+            ingest_port=ingest_port,
+            broadcaster_port=broadcaster_port,
+            scorer_ports=[scorer_port + i for i in range(scorers)],
+            log_dir=data_dir / "logs",
+        )
+        for spec in specs:
+            supervisor.start(spec)
+        for spec in specs:
+            supervisor.wait_ready(spec.name)
+        click.echo(f"""
+  Live leaderboard is up (embedded stack; ephemeral: it starts empty every time)
+    demo page     http://127.0.0.1:{broadcaster_port}/
+    broadcaster   http://127.0.0.1:{broadcaster_port}/api/v1/leaderboard   ws://127.0.0.1:{broadcaster_port}/ws/leaderboard
+    ingest        http://127.0.0.1:{ingest_port}/docs   (OpenAPI: /openapi.json)
+    scorer        http://127.0.0.1:{scorer_port}/metrics
+    logs          {data_dir / "logs"}
+  A player token:  .venv/bin/leaderboard token --sub $(python3 -c 'import uuid;print(uuid.uuid4())') --role player
+  Ctrl-C stops everything.
+""")
+        sim_env_settings = CommonSettings(keys_dir=keys_dir)
+        _run_dev_loop(supervisor, sim_env_settings, f"http://127.0.0.1:{ingest_port}", demo)
+    except (KeyboardInterrupt, _Stop):
+        click.echo("\nstopping…", err=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop_all()
+        embedded.stop()
+        click.echo("stopped.", err=True)
+
+
+def _run_dev_loop(supervisor: object, settings: object, ingest_url: str, demo: bool) -> None:
+    from leaderboard.cli.services import Supervisor
+    from leaderboard.cli.simulate import simulate
+
+    assert isinstance(supervisor, Supervisor)
+
+    async def main() -> None:
+        sim = (
+            asyncio.create_task(simulate(settings, ingest_url, players=16, rate=1.0, batch=3))
+            if demo
+            else None
+        )  # type: ignore[arg-type]
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                supervisor.restart_crashed()
+                if sim is not None and sim.done() and sim.exception():
+                    logging.getLogger("dev").warning("demo traffic stopped: %s", sim.exception())
+                    sim = None
+        finally:
+            if sim is not None:
+                sim.cancel()
+
+    asyncio.run(main())
+
+
+@cli.command("simulate")
+@click.option("--ingest", "ingest_url", default="http://127.0.0.1:8080", show_default=True)
+@click.option("--players", type=int, default=50, show_default=True)
+@click.option("--rate", type=float, default=5.0, show_default=True, help="Service batches per second.")
+@click.option("--batch", type=int, default=20, show_default=True, help="Events per service batch.")
+@click.option("--duration", type=float, default=None, help="Seconds (default: until Ctrl-C).")
+def simulate_cmd(ingest_url: str, players: int, rate: float, batch: int, duration: float | None) -> None:
+    """Game-backend and player traffic against a running ingest."""
+    from leaderboard.cli.simulate import simulate
+    from leaderboard.common.settings import CommonSettings
+
+    setup_logging("INFO", "simulate")
+    stats = asyncio.run(
+        simulate(CommonSettings(), ingest_url, players=players, rate=rate, duration=duration, batch=batch)
+    )
+    click.echo(json.dumps(stats))
+
+
+@cli.command()
+def replay() -> None:
+    """Rebuild Postgres and Redis from the log (stop the scorers first)."""
+    from leaderboard.cli.replay import replay as run_replay
+    from leaderboard.scorer.settings import ScorerSettings
+
+    setup_logging("INFO", "replay")
+    click.echo(json.dumps(asyncio.run(run_replay(ScorerSettings()))))
+
+
+@cli.command("rebuild-cache")
+def rebuild_cache() -> None:
+    """Rebuild the Redis board from Postgres (a new epoch; clients get fresh snapshots)."""
+    from leaderboard.cli.replay import rebuild_cache as run_rebuild
+    from leaderboard.scorer.settings import ScorerSettings
+
+    setup_logging("INFO", "rebuild-cache")
+    click.echo(json.dumps({"version": asyncio.run(run_rebuild(ScorerSettings()))}))
+
+
+@cli.command()
+@click.option("--url", default="http://127.0.0.1:8090", show_default=True, help="Broadcaster base URL.")
+@click.option("--limit", type=int, default=10, show_default=True)
+@click.option("--board", default="global", show_default=True)
+def board(url: str, limit: int, board: str) -> None:
+    """Print a board as a table."""
+    import httpx
+
+    r = httpx.get(f"{url}/api/v1/leaderboard", params={"limit": limit, "board": board}, timeout=10)
+    if r.status_code != 200:
+        click.echo(r.text, err=True)
+        sys.exit(1)
+    data = r.json()
+    click.echo(f"board {board}  epoch {data['epoch']}  version {data['version']}  players {data['total']}")
+    for e in data["leaderboard"]:
+        click.echo(f"{e['rank']:>4}  {e['username'][:24]:<24} {e['score']:>12}  {e['userId']}")
