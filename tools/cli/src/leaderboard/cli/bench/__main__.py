@@ -1,0 +1,80 @@
+"""Run the benchmarks: ``python -m leaderboard.cli.bench [--quick] [--only ingest,scorer,e2e,fanout]``.
+
+One embedded stack (or the services named by ``LEADERBOARD_*``) serves every section; each section
+uses its own namespace (database, Redis prefix, topics) and starts the services it measures as
+``leaderboard`` subprocesses, as a user runs them. Results go to ``bench-results/`` as JSON (every
+figure) and Markdown (the summary printed at the end), with the machine's size beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from leaderboard.cli.bench.common import Context, Sizes, machine, raise_open_files
+from leaderboard.cli.bench.report import render
+from leaderboard.cli.bench.stats import clean
+from leaderboard.cli.testing import base_environment
+
+SECTIONS = ("ingest", "scorer", "e2e", "fanout")
+
+
+def _section(name: str) -> Callable[[Context], dict[str, Any]]:
+    module = importlib.import_module(f"leaderboard.cli.bench.{name}")
+    run: Callable[[Context], dict[str, Any]] = module.run
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard.cli.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every section")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where results are written")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    raise_open_files(65_536)
+    sizes = Sizes.make(args.quick)
+    started = datetime.now(UTC)
+    results: dict[str, Any] = {"started": started.isoformat(), "quick": args.quick, "machine": machine()}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="leaderboard-bench-") as tmp:
+        work = Path(tmp)
+        with base_environment(work / "stack") as env:
+            ctx = Context(env=env, work=work, logs=args.out / "logs", sizes=sizes)
+            for name in chosen:
+                print(f"== {name} ...", file=sys.stderr, flush=True)
+                t0 = time.monotonic()
+                try:
+                    results[name] = _section(name)(ctx)
+                except Exception as exc:  # a failed section is reported, the others still run
+                    failed = True
+                    traceback.print_exc()
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                results[name]["section_s"] = round(time.monotonic() - t0, 1)
+    results["load_average_after"] = machine()["load_average"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    data = clean(results)
+    (args.out / f"bench-{stamp}.json").write_text(json.dumps(data, indent=2) + "\n")
+    report = render(data)
+    (args.out / f"bench-{stamp}.md").write_text(report)
+    (args.out / "latest.md").write_text(report)
+    print(report)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
