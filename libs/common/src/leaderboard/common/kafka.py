@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -89,6 +90,24 @@ def new_consumer(
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+def tune_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """Faust's aiokafka driver builds its worker consumer with ``fetch_max_wait_ms=1500`` and no setting
+    to change it; wrap the factory so the scorer uses :attr:`CommonSettings.kafka_fetch_max_wait_ms`."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    original = getattr(thread, "_leaderboard_original_factory", thread._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> AIOKafkaConsumer:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read when the consumer starts its fetcher
+        return consumer
+
+    thread._leaderboard_original_factory = original
+    thread._create_worker_consumer = create_worker_consumer

@@ -31,6 +31,10 @@ class CommonSettings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_request_timeout_ms: int = 5_000
+    # How long a consumer's fetch may wait for data. Tansu answers a fetch over several partitions only
+    # when this runs out, even if data arrived meanwhile, so it bounds the live board's delay; on Kafka
+    # a fetch returns as soon as data arrives and this only paces idle polling.
+    kafka_fetch_max_wait_ms: int = Field(50, ge=1, le=1_500)
     topic_prefix: str = ""
     actions_partitions: int = Field(8, ge=1)
     topic_replication: int = Field(1, ge=1)

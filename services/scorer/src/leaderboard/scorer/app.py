@@ -24,11 +24,11 @@ from typing import Any
 
 import faust
 import mode
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import Gauge, generate_latest
 
 from leaderboard.common.auth import AuthError, TokenVerifier
 from leaderboard.common.events import iso_ms
-from leaderboard.common.kafka import producer
+from leaderboard.common.kafka import producer, tune_faust_fetch_wait
 from leaderboard.common.postgres import postgres_pool
 from leaderboard.common.redis import redis_client
 from leaderboard.common.topics import Topics
@@ -44,6 +44,7 @@ LAG = Gauge("scorer_consumer_lag", "Records behind the high watermark (best effo
 
 
 def build_app(settings: ScorerSettings) -> faust.App:
+    tune_faust_fetch_wait(settings.kafka_fetch_max_wait_ms)
     topics = Topics(settings.topic_prefix)
     app = faust.App(
         settings.scorer_group,
@@ -115,7 +116,8 @@ def build_app(settings: ScorerSettings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
+        return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     verifier: list[TokenVerifier] = []
 
