@@ -27,7 +27,12 @@ def test_k8s_manifests_parse_and_cover_the_three_services() -> None:
         assert refs == {"leaderboard-config", "leaderboard-secrets"}
     config = next(d for d in objects if d["kind"] == "ConfigMap")
     assert config["data"]["LEADERBOARD_KAFKA_IDEMPOTENCE"] == "true"  # type: ignore[index]
-    assert {d["kind"] for d in objects} >= {"Service", "Ingress", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    assert {d["kind"] for d in objects} >= {
+        "Service",
+        "Ingress",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
 
 
 def test_compose_runs_every_service_on_real_backends() -> None:

@@ -38,7 +38,7 @@ def test_dev_keys_are_kept_across_calls(settings: CommonSettings) -> None:
 def test_alg_none_and_confusion_refused(settings: CommonSettings) -> None:
     token = mint_token(settings, sub=str(uuid.uuid4()), role="player")
     verifier = TokenVerifier(settings)
-    header, payload, _ = token.split(".")
+    _, payload, _ = token.split(".")
     none = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + payload + "."
     with pytest.raises(AuthError):
         verifier.verify(none)
@@ -54,9 +54,17 @@ def test_foreign_key_and_tampering_refused(settings: CommonSettings) -> None:
     ensure_dev_keys(settings.keys_dir)
     verifier = TokenVerifier(settings)
     now = int(time.time())
-    claims = {"sub": str(uuid.uuid4()), "role": "player", "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
-              "iat": now, "exp": now + 60}
-    other = jwt.encode(claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"typ": "JWT"})
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "player",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + 60,
+    }
+    other = jwt.encode(
+        claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"typ": "JWT"}
+    )
     with pytest.raises(AuthError):
         verifier.verify(other)
     good = mint_token(settings, sub=str(uuid.uuid4()), role="player")
@@ -84,8 +92,15 @@ def test_claims_enforced(settings: CommonSettings, change: dict[str, object], re
     verifier = TokenVerifier(settings)
     now = int(time.time())
     extra = {k: v for k, v in change.items() if k in ("iss", "aud", "role", "sub")}
-    claims: dict[str, object] = {"sub": str(uuid.uuid4()), "role": "player", "iss": settings.jwt_issuer,
-                                 "aud": settings.jwt_audience, "iat": now, "exp": now + 60, **extra}
+    claims: dict[str, object] = {
+        "sub": str(uuid.uuid4()),
+        "role": "player",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + 60,
+        **extra,
+    }
     if "exp" in change:
         claims["exp"] = now + int(change["exp"])  # type: ignore[call-overload]
         claims["iat"] = now - 120
@@ -106,8 +121,14 @@ def test_hs256_only_with_explicit_secret(tmp_path: Path) -> None:
     secret = "s" * 40
     settings = CommonSettings(keys_dir=tmp_path, jwt_hs256_secret=secret)
     now = int(time.time())
-    claims = {"sub": str(uuid.uuid4()), "role": "service", "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
-              "iat": now, "exp": now + 60}
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "role": "service",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + 60,
+    }
     token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
     assert TokenVerifier(settings).verify(token).role == "service"
     with pytest.raises(ValueError):

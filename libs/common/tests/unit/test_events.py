@@ -5,14 +5,29 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from leaderboard.common.events import ActionCompleted, DeadLetter, decode_action, epoch_ms, from_epoch_ms, iso_ms, utc_ms
+from leaderboard.common.events import (
+    ActionCompleted,
+    DeadLetter,
+    decode_action,
+    epoch_ms,
+    from_epoch_ms,
+    iso_ms,
+    utc_ms,
+)
 
 
 def action(**overrides: object) -> ActionCompleted:
     fields: dict[str, object] = dict(
-        event_id=uuid.uuid4(), action_id=uuid.uuid4(), user_id=uuid.uuid4(), username="Ada", action_type="quest",
-        points=50, occurred_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-        accepted_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), source="player", request_id="r1",
+        event_id=uuid.uuid4(),
+        action_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        username="Ada",
+        action_type="quest",
+        points=50,
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        accepted_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+        source="player",
+        request_id="r1",
     )
     fields.update(overrides)
     return ActionCompleted(**fields)  # type: ignore[arg-type]
@@ -22,7 +37,17 @@ def test_wire_shape_is_camel_case_with_ms_iso_times() -> None:
     payload = json.loads(action().to_bytes())
     assert payload["schemaVersion"] == 1
     assert payload["occurredAt"] == "2026-01-02T03:04:05.678Z"
-    assert {"eventId", "actionId", "userId", "username", "actionType", "points", "acceptedAt", "source", "requestId"} <= set(payload)
+    assert {
+        "eventId",
+        "actionId",
+        "userId",
+        "username",
+        "actionType",
+        "points",
+        "acceptedAt",
+        "source",
+        "requestId",
+    } <= set(payload)
 
 
 def test_decode_round_trip_and_upcast_point() -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -39,9 +38,22 @@ def clean_env(tmp: Path) -> dict[str, str]:
 def start_stack(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
     ports = [str(free_port()) for _ in range(3)]
     proc = subprocess.Popen(
-        [*CLI, "stack", "--data-dir", str(tmp / "stack"), "--kafka-port", ports[0], "--redis-port", ports[1],
-         "--postgres-port", ports[2]],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            *CLI,
+            "stack",
+            "--data-dir",
+            str(tmp / "stack"),
+            "--kafka-port",
+            ports[0],
+            "--redis-port",
+            ports[1],
+            "--postgres-port",
+            ports[2],
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     exports: dict[str, str] = {}
     assert proc.stdout is not None
@@ -56,8 +68,12 @@ def start_stack(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
 
 def test_stack_prints_exports_and_sigterm_stops_every_server(tmp_path: Path) -> None:
     proc, exports = start_stack(tmp_path, clean_env(tmp_path))
-    assert set(exports) == {"LEADERBOARD_KAFKA_BOOTSTRAP", "LEADERBOARD_KAFKA_IDEMPOTENCE", "LEADERBOARD_REDIS_URL",
-                            "LEADERBOARD_POSTGRES_DSN"}
+    assert set(exports) == {
+        "LEADERBOARD_KAFKA_BOOTSTRAP",
+        "LEADERBOARD_KAFKA_IDEMPOTENCE",
+        "LEADERBOARD_REDIS_URL",
+        "LEADERBOARD_POSTGRES_DSN",
+    }
     assert all("127.0.0.1" in v for k, v in exports.items() if k != "LEADERBOARD_KAFKA_IDEMPOTENCE")
     children = descendants(proc.pid)
     assert len(children) >= 3
@@ -95,11 +111,18 @@ def test_pidfile_clears_a_stale_process(tmp_path: Path) -> None:
 
 def test_token_command_prints_the_bare_jwt_last(tmp_path: Path) -> None:
     sub = str(uuid.uuid4())
-    out = subprocess.run([*CLI, "token", "--sub", sub, "--role", "service", "--name", "Backend", "--ttl", "60"],
-                         env=clean_env(tmp_path), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*CLI, "token", "--sub", sub, "--role", "service", "--name", "Backend", "--ttl", "60"],
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     token = out.strip().splitlines()[-1]
     assert token.count(".") == 2
-    bad = subprocess.run([*CLI, "token", "--sub", "nope"], env=clean_env(tmp_path), capture_output=True, text=True)
+    bad = subprocess.run(
+        [*CLI, "token", "--sub", "nope"], env=clean_env(tmp_path), capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "UUID" in bad.stderr
 
 
@@ -112,19 +135,39 @@ def test_dev_brings_everything_up_and_ctrl_c_stops_everything(tmp_path: Path) ->
     for key in ("LEADERBOARD_REDIS_URL", "LEADERBOARD_POSTGRES_DSN"):
         if os.environ.get(key):
             env[key] = os.environ[key]
-    args = ["dev", "--data-dir", str(tmp_path / "dev"), "--ingest-port", str(ingest), "--broadcaster-port",
-            str(broadcaster), "--scorer-port", str(scorer), "--kafka-port", str(free_port()),
-            "--redis-port", str(free_port()), "--postgres-port", str(free_port())]
+    args = [
+        "dev",
+        "--data-dir",
+        str(tmp_path / "dev"),
+        "--ingest-port",
+        str(ingest),
+        "--broadcaster-port",
+        str(broadcaster),
+        "--scorer-port",
+        str(scorer),
+        "--kafka-port",
+        str(free_port()),
+        "--redis-port",
+        str(free_port()),
+        "--postgres-port",
+        str(free_port()),
+    ]
     if os.environ.get("LEADERBOARD_POSTGRES_DSN"):
         # Shared system Postgres: keep this run's projection apart from anything else.
         env["LEADERBOARD_REDIS_PREFIX"] = f"dev{uuid.uuid4().hex[:8]}"
         env["LEADERBOARD_TOPIC_PREFIX"] = env["LEADERBOARD_REDIS_PREFIX"] + "."
         env["LEADERBOARD_SCORER_GROUP"] = env["LEADERBOARD_REDIS_PREFIX"]
-    proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
-        wait_until(lambda: _ok(f"http://127.0.0.1:{broadcaster}/readyz") and _ok(f"http://127.0.0.1:{ingest}/readyz"),
-                   timeout=120, message="dev to be ready")
+        wait_until(
+            lambda: (
+                _ok(f"http://127.0.0.1:{broadcaster}/readyz") and _ok(f"http://127.0.0.1:{ingest}/readyz")
+            ),
+            timeout=120,
+            message="dev to be ready",
+        )
         page = httpx.get(f"http://127.0.0.1:{broadcaster}/", timeout=5)
         assert page.status_code == 200 and "Live Leaderboard" in page.text
         # Demo traffic is on by default: the board fills without anyone doing anything.

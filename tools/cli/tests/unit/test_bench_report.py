@@ -17,7 +17,13 @@ def test_split_evenly_and_clean() -> None:
 def test_render_shows_ratios_and_folds_summaries() -> None:
     data = {
         "started": "now",
-        "machine": {"nproc": 2, "cpu_model": "x", "memory_total_gib": 24, "python": "3.11", "load_average": [0]},
+        "machine": {
+            "nproc": 2,
+            "cpu_model": "x",
+            "memory_total_gib": 24,
+            "python": "3.11",
+            "load_average": [0],
+        },
         "scorer": {
             "faust": {"events_per_s_steady": 12000.0},
             "baseline_plain_consumer": {"events_per_s_steady": 10000.0},
@@ -26,7 +32,7 @@ def test_render_shows_ratios_and_folds_summaries() -> None:
         "fanout": {"error": "RuntimeError: boom"},
     }
     out = render(data)
-    assert "**1.20×**" in out
+    assert "**1.20\u00d7**" in out
     assert "| latency | p50 1.00 / p99 2.00 / max 3.00 (n=3) |" in out
     assert "RuntimeError: boom" in out
     assert lookup(data, "scorer.faust.events_per_s_steady") == 12000.0

@@ -101,7 +101,7 @@ def tune_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
     to change it; wrap the factory so the scorer uses :attr:`CommonSettings.kafka_fetch_max_wait_ms`."""
     from faust.transport.drivers import aiokafka as driver
 
-    thread = driver.AIOKafkaConsumerThread
+    thread: Any = driver.AIOKafkaConsumerThread
     original = getattr(thread, "_leaderboard_original_factory", thread._create_worker_consumer)
 
     def create_worker_consumer(self: Any, transport: Any) -> AIOKafkaConsumer:

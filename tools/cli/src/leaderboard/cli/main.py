@@ -85,8 +85,13 @@ def token(sub: str, role: str, name: str | None, ttl: int) -> None:
 
 def stack_ports(func: Callable[..., None]) -> Callable[..., None]:
     for name, default in (("postgres", 15432), ("redis", 16379), ("kafka", 19092)):
-        func = click.option(f"--{name}-port", type=int, default=default, show_default=True,
-                            help=f"Embedded {name} port (127.0.0.1).")(func)
+        func = click.option(
+            f"--{name}-port",
+            type=int,
+            default=default,
+            show_default=True,
+            help=f"Embedded {name} port (127.0.0.1).",
+        )(func)
     return func
 
 
@@ -204,15 +209,16 @@ def dev(
 def _run_dev_loop(supervisor: object, settings: object, ingest_url: str, demo: bool) -> None:
     from leaderboard.cli.services import Supervisor
     from leaderboard.cli.simulate import simulate
+    from leaderboard.common.settings import CommonSettings
 
-    assert isinstance(supervisor, Supervisor)
+    assert isinstance(supervisor, Supervisor) and isinstance(settings, CommonSettings)
 
     async def main() -> None:
         sim = (
             asyncio.create_task(simulate(settings, ingest_url, players=16, rate=1.0, batch=3))
             if demo
             else None
-        )  # type: ignore[arg-type]
+        )
         try:
             while True:
                 await asyncio.sleep(0.5)

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -37,7 +38,7 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
     return preexec
 
 
-def as_user(user: str | None) -> dict[str, object]:
+def as_user(user: str | None) -> dict[str, Any]:
     """subprocess options to run as ``user`` with *its* group and no inherited supplementary groups
     (keeping root's gid would make group-permission checks deny what the user may traverse)."""
     if user is None:

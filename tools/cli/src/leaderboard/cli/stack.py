@@ -202,7 +202,7 @@ class EmbeddedStack:
             capture_output=True,
             text=True,
             cwd=data,
-            **as_user(user),  # type: ignore[call-overload]
+            **as_user(user),
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip()[-1000:]}")
@@ -244,7 +244,7 @@ class EmbeddedStack:
                 capture_output=True,
                 text=True,
                 cwd="/",
-                **as_user(user),  # type: ignore[call-overload]
+                **as_user(user),
             )
             if done.returncode == 0:
                 return

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -97,7 +98,8 @@ class Namespace:
         return cls(env, name, dsn, admin_dsn)
 
     def settings(self) -> CommonSettings:
-        return CommonSettings(_env_file=None, **_as_kwargs(self.env))  # type: ignore[call-arg]
+        kwargs: dict[str, Any] = _as_kwargs(self.env)
+        return CommonSettings(_env_file=None, **kwargs)
 
     def drop(self) -> None:
         asyncio.run(_admin(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))

@@ -88,7 +88,9 @@ async def _measure(ctx: Context, system: System, user: str, token: str) -> dict[
         try:
             warmup = 3
             for i in range(sizes.samples + warmup):
-                started = await ingest.post("/api/v1/actions", json={"actionType": BENCH_TYPE}, headers=headers)
+                started = await ingest.post(
+                    "/api/v1/actions", json={"actionType": BENCH_TYPE}, headers=headers
+                )
                 started.raise_for_status()
                 body = {"actionId": started.json()["actionId"], "timestamp": int(time.time())}
                 t_post = time.perf_counter()
@@ -97,7 +99,9 @@ async def _measure(ctx: Context, system: System, user: str, token: str) -> dict[
                 done.raise_for_status()
                 expected += BENCH_POINTS
                 deadline = t_post + 15
-                while (expected not in seen_ws or expected not in seen_poll) and time.perf_counter() < deadline:
+                while (
+                    expected not in seen_ws or expected not in seen_poll
+                ) and time.perf_counter() < deadline:
                     await asyncio.sleep(0.002)
                 if expected not in seen_ws or expected not in seen_poll:
                     misses += 1

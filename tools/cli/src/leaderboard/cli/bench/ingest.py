@@ -92,7 +92,12 @@ async def _measure(
     async def batch_step(client: httpx.AsyncClient, worker: int) -> list[Hit]:
         body = _batch_body(users, sizes.batch_events)
         hit, _ = await timed_post(
-            client, "events", "/api/v1/events", content=body, headers=service_headers, units=sizes.batch_events
+            client,
+            "events",
+            "/api/v1/events",
+            content=body,
+            headers=service_headers,
+            units=sizes.batch_events,
         )
         return [hit]
 

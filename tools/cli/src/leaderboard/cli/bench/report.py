@@ -97,9 +97,16 @@ def render(data: dict[str, Any]) -> str:
     for section, label, num, den in RATIOS:
         a, b = lookup(data.get(section, {}), num), lookup(data.get(section, {}), den)
         if isinstance(a, int | float) and isinstance(b, int | float) and b:
-            ratios.append(f"| {section} | {label} | {_scalar(a)} / {_scalar(b)} = **{a / b:.2f}×** |")
+            ratios.append(f"| {section} | {label} | {_scalar(a)} / {_scalar(b)} = **{a / b:.2f}×** |")  # noqa: RUF001
     if ratios:
-        head += ["## Ratios against the baselines", "", "| section | what | ratio |", "|---|---|---|", *ratios, ""]
+        head += [
+            "## Ratios against the baselines",
+            "",
+            "| section | what | ratio |",
+            "|---|---|---|",
+            *ratios,
+            "",
+        ]
     body = []
     for section, value in data.items():
         if isinstance(value, dict) and section != "machine":
