@@ -60,19 +60,27 @@ async def replay(settings: ScorerSettings, batch_size: int = 5000) -> dict[str, 
             tps = [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            remaining = {tp for tp in tps if end[tp] > 0}
+            listed = await consumer.end_offsets(tps)
+            # Tansu's ListOffsets can answer with the last batch's base offset + 1 instead of the
+            # high watermark, so the end of each partition is fixed by the first fetch response's
+            # high watermark (never below what ListOffsets said).
+            end: dict[TopicPartition, int] = {}
+            remaining = {tp for tp in tps if listed[tp] > 0}
             while remaining:
                 fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=batch_size)
+                for tp in remaining:
+                    if tp not in end and consumer.highwater(tp) is not None:
+                        end[tp] = max(listed[tp], consumer.highwater(tp) or 0)
                 records = []
                 for tp, msgs in fetched.items():
-                    for m in msgs:
-                        if m.offset < end[tp]:
-                            records.append(Record(m.topic, m.partition, m.offset, m.key, m.value))
-                    if msgs and msgs[-1].offset + 1 >= end[tp]:
-                        remaining.discard(tp)
+                    limit = end.get(tp, listed[tp])
+                    records += [
+                        Record(m.topic, m.partition, m.offset, m.key, m.value)
+                        for m in msgs
+                        if m.offset < limit
+                    ]
                 for tp in list(remaining):
-                    if await consumer.position(tp) >= end[tp]:
+                    if tp in end and await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
                 if records:
                     result = await projector.process(records)
