@@ -3,6 +3,7 @@ start real servers and leave nothing behind when stopped, even when the supervis
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from leaderboard.cli.processes import PidFile, free_port, spawn
-from leaderboard.cli.testing import wait_until
+from leaderboard.cli.testing import admin_sql, wait_until, with_database
 
 CLI = [sys.executable, "-m", "leaderboard.cli"]
 
@@ -152,22 +153,27 @@ def test_dev_brings_everything_up_and_ctrl_c_stops_everything(tmp_path: Path) ->
         "--postgres-port",
         str(free_port()),
     ]
+    database = None
     if os.environ.get("LEADERBOARD_POSTGRES_DSN"):
-        # Shared system Postgres: keep this run's projection apart from anything else.
-        env["LEADERBOARD_REDIS_PREFIX"] = f"dev{uuid.uuid4().hex[:8]}"
-        env["LEADERBOARD_TOPIC_PREFIX"] = env["LEADERBOARD_REDIS_PREFIX"] + "."
-        env["LEADERBOARD_SCORER_GROUP"] = env["LEADERBOARD_REDIS_PREFIX"]
-    proc = subprocess.Popen(
-        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+        # Shared system Postgres: this run gets its own database, Redis prefix, topics and group.
+        database = f"dev{uuid.uuid4().hex[:8]}"
+        admin_dsn = os.environ["LEADERBOARD_POSTGRES_DSN"]
+        asyncio.run(admin_sql(admin_dsn, f'CREATE DATABASE "{database}"'))
+        env["LEADERBOARD_POSTGRES_DSN"] = with_database(admin_dsn, database)
+        env["LEADERBOARD_REDIS_PREFIX"] = database
+        env["LEADERBOARD_TOPIC_PREFIX"] = database + "."
+        env["LEADERBOARD_SCORER_GROUP"] = database
+    log = tmp_path / "dev.out"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*CLI, *args], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
+        # The banner with the URLs comes once every service is ready.
         wait_until(
-            lambda: (
-                _ok(f"http://127.0.0.1:{broadcaster}/readyz") and _ok(f"http://127.0.0.1:{ingest}/readyz")
-            ),
+            lambda: f"http://127.0.0.1:{broadcaster}/" in log.read_text(),
             timeout=120,
-            message="dev to be ready",
+            message="dev to print its URLs",
         )
+        assert _ok(f"http://127.0.0.1:{broadcaster}/readyz") and _ok(f"http://127.0.0.1:{ingest}/readyz")
         page = httpx.get(f"http://127.0.0.1:{broadcaster}/", timeout=5)
         assert page.status_code == 200 and "Live Leaderboard" in page.text
         # Demo traffic is on by default: the board fills without anyone doing anything.
@@ -177,14 +183,20 @@ def test_dev_brings_everything_up_and_ctrl_c_stops_everything(tmp_path: Path) ->
         # Tansu, the embedded Redis and Postgres not replaced by configuration, and the three services.
         assert len(children) >= 6 - configured, children
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out[-2000:]
+        assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
         assert all_gone(children)
-        assert f"http://127.0.0.1:{broadcaster}/" in out
+        assert "stopped." in log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
+        if database:
+            asyncio.run(
+                admin_sql(
+                    os.environ["LEADERBOARD_POSTGRES_DSN"],
+                    f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
+                )
+            )
 
 
 def _ok(url: str) -> bool:

@@ -29,12 +29,12 @@ from leaderboard.common.auth import Role, ensure_dev_keys, mint_token
 from leaderboard.common.settings import CommonSettings
 
 
-def _with_database(dsn: str, database: str) -> str:
+def with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-async def _admin(dsn: str, sql: str) -> None:
+async def admin_sql(dsn: str, sql: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(sql)
@@ -84,8 +84,8 @@ class Namespace:
     def create(cls, base: dict[str, str], **overrides: str) -> Namespace:
         name = f"t{uuid.uuid4().hex[:10]}"
         admin_dsn = base["LEADERBOARD_POSTGRES_DSN"]
-        dsn = _with_database(admin_dsn, name)
-        asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
+        dsn = with_database(admin_dsn, name)
+        asyncio.run(admin_sql(admin_dsn, f'CREATE DATABASE "{name}"'))
         env = {
             **base,
             "LEADERBOARD_POSTGRES_DSN": dsn,
@@ -102,7 +102,7 @@ class Namespace:
         return CommonSettings(_env_file=None, **kwargs)
 
     def drop(self) -> None:
-        asyncio.run(_admin(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        asyncio.run(admin_sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
 
 def _as_kwargs(env: dict[str, str]) -> dict[str, str]:
