@@ -4,6 +4,11 @@ Why not ``leaderboard.common.web.BodyLimitMiddleware``: it counts bytes while th
 chunked body (no Content-Length) that grows past the limit breaks FastAPI's body parsing mid-way
 and the client gets FastAPI's 400 instead of 413. Buffering here is bounded by the limit itself,
 which is small (the largest legal request is one batch of events).
+
+A refused body is still read and discarded, up to ``drain`` bytes, before the 413 goes out: a server
+that answers and closes while the client is still sending makes the kernel reset the connection,
+and the client then loses the answer (it sees a broken pipe instead of 413). Past ``drain`` the
+connection is simply closed after the answer, so a huge upload cannot keep a worker busy.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ class BufferedBodyLimit:
         app: ASGIApp,
         limit: int,
         on_refused: Callable[[Scope, str], Awaitable[None]] | None = None,
+        drain: int | None = None,
     ) -> None:
         self.app, self.limit, self.on_refused = app, limit, on_refused
+        self.drain = drain if drain is not None else max(8 * limit, 8 * 1024 * 1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,6 +40,9 @@ class BufferedBodyLimit:
         declared = [v for k, v in scope.get("headers", []) if k == b"content-length"]
         too_large = declared and (not declared[0].isdigit() or int(declared[0]) > self.limit)
         if too_large or len(set(declared)) > 1:
+            fits = len(set(declared)) == 1 and declared[0].isdigit() and int(declared[0]) <= self.drain
+            if fits:
+                await self._discard(receive, 0)
             await self._refuse(scope, send)
             return
         chunks: list[bytes] = []
@@ -44,6 +54,8 @@ class BufferedBodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
+                if message.get("more_body", False):
+                    await self._discard(receive, size)
                 await self._refuse(scope, send)
                 return
             chunks.append(chunk)
@@ -60,6 +72,16 @@ class BufferedBodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _discard(self, receive: Receive, seen: int) -> None:
+        """Read what the client is still sending, up to ``drain`` bytes in all, and drop it."""
+        while seen <= self.drain:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"request body exceeds {self.limit} bytes"

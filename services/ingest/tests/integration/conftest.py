@@ -1,0 +1,364 @@
+"""Fixtures for ingest's integration tests: the real services (``leaderboard ingest``, ``scorer``,
+``broadcaster`` subprocesses) in fresh namespaces, with a test catalog whose minimum durations are at
+least 1 s (measured by ingest on Redis's clock), and helpers to play players, services and attackers
+over HTTP, to read a user's score as the broadcaster shows it, and to read the Kafka topics.
+
+Test modules cannot import from a conftest (importlib mode), so helpers ride on the fixtures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from leaderboard.cli.testing import Namespace, System
+from leaderboard.common.auth import PRIVATE_KEY_NAME, okp_thumbprint
+from leaderboard.common.events import iso_ms, now_ms
+from leaderboard.common.kafka import new_consumer
+from leaderboard.common.topics import Topics
+
+# Every minimum duration is >= 1 s. `brief` expires fast so that an expired ticket takes seconds.
+CATALOG = """
+[actions.trial]
+points = 7
+max_points = 100
+min_seconds = 1
+per_hour = 0
+ttl_seconds = 600
+
+[actions.capped]
+points = 3
+max_points = 3
+min_seconds = 1
+per_hour = 2
+ttl_seconds = 600
+
+[actions.brief]
+points = 5
+max_points = 5
+min_seconds = 1
+per_hour = 0
+ttl_seconds = 4
+"""
+MIN_SECONDS = 1.0
+# A margin past min_seconds before completing: the server clock decides, so leave room.
+SETTLE = MIN_SECONDS + 0.4
+UNLIMITED = {
+    "LEADERBOARD_RATE_PLAYER_PER_MIN": "1000000",
+    "LEADERBOARD_RATE_PLAYER_BURST": "100000",
+    "LEADERBOARD_RATE_SERVICE_PER_MIN": "1000000",
+    "LEADERBOARD_RATE_SERVICE_BURST": "100000",
+    "LEADERBOARD_RATE_IP_PER_MIN": "1000000",
+    "LEADERBOARD_RATE_IP_BURST": "100000",
+}
+# Tight per-player limits for the security battery: each case's player sends at most ~8 requests,
+# and every request comes from 127.0.0.1, so the per-IP limit stays out of the way.
+GUARDED = {
+    **UNLIMITED,
+    "LEADERBOARD_RATE_PLAYER_PER_MIN": "30",
+    "LEADERBOARD_RATE_PLAYER_BURST": "10",
+}
+
+
+def write_catalog(path: Path) -> Path:
+    path.write_text(CATALOG)
+    return path
+
+
+def ingest_env(catalog: Path, **extra: str) -> dict[str, str]:
+    return {
+        "LEADERBOARD_CATALOG_FILE": str(catalog),
+        "LEADERBOARD_LEGACY_ACTION_TYPE": "trial",
+        "LEADERBOARD_WAIT_TIMEOUT_S": "5",
+        **extra,
+    }
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class Player:
+    user_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Rig:
+    """One running system and the client-side moves a test makes against it."""
+
+    system: System
+    http: httpx.AsyncClient = field(init=False)
+    reads: httpx.AsyncClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.AsyncClient(base_url=self.system.ingest_url, timeout=30)
+        self.reads = httpx.AsyncClient(base_url=self.system.broadcaster_url, timeout=30)
+        self.settings = self.system.ns.settings()
+        self.topics = Topics(self.settings.topic_prefix)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.reads.aclose()
+
+    # --- identities ----------------------------------------------------------------------------
+
+    def player(self, name: str = "Tester") -> Player:
+        user = str(uuid.uuid4())
+        return Player(user, self.system.token(user, "player", name=name))
+
+    def service(self) -> Player:
+        user = str(uuid.uuid4())
+        return Player(user, self.system.token(user, "service", name="game-backend"))
+
+    def claims(self, sub: str, role: str = "player", **changes: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": sub,
+            "role": role,
+            "name": "Forged",
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "iat": now,
+            "exp": now + 600,
+        }
+        claims.update(changes)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def private_key(self) -> ed25519.Ed25519PrivateKey:
+        key = serialization.load_pem_private_key(
+            (self.settings.keys_dir / PRIVATE_KEY_NAME).read_bytes(), password=None
+        )
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        return key
+
+    def public_pem(self) -> bytes:
+        return (
+            self.private_key()
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+
+    def header(self, **changes: Any) -> dict[str, Any]:
+        header: dict[str, Any] = {
+            "alg": "EdDSA",
+            "typ": "JWT",
+            "kid": okp_thumbprint(self.private_key().public_key()),
+        }
+        header.update(changes)
+        return {k: v for k, v in header.items() if v is not None}
+
+    def sign(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
+        """A compact JWS built by hand: EdDSA with the real dev key, so only what a test changes differs
+        from a token the services accept."""
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        signature = self.private_key().sign(signing_input.encode())
+        return f"{signing_input}.{b64(signature)}"
+
+    # --- the player flow -----------------------------------------------------------------------
+
+    async def start(self, who: Player, action_type: str = "trial") -> dict[str, Any]:
+        r = await self.http.post("/api/v1/actions", json={"actionType": action_type}, headers=who.headers)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def complete(
+        self,
+        token: str,
+        action_id: str,
+        *,
+        wait: bool = False,
+        extra: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        body = {"actionId": action_id, "timestamp": int(time.time()), **(extra or {})}
+        return await self.http.post(
+            "/api/v1/score/update", params={"wait": "true"} if wait else None, json=body, headers=headers
+        )
+
+    async def score(self, user_id: str) -> int | None:
+        r = await self.reads.get(f"/api/v1/leaderboard/users/{user_id}", params={"around": 0})
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, r.text
+        return int(r.json()["score"])
+
+    async def wait_score(self, user_id: str, at_least: int, within: float = 60.0) -> int:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            current = await self.score(user_id)
+            if current is not None and current >= at_least:
+                return current
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"score of {user_id} did not reach {at_least} within {within:.0f}s")
+
+    async def control(
+        self, who: Player, action_type: str = "trial", started: dict[str, Any] | None = None
+    ) -> int:
+        """The positive control: a correct completion is accepted and raises the score through the
+        scorer. Returns the score it reached."""
+        ticket = started or await self.start(who, action_type)
+        if started is None:
+            await asyncio.sleep(SETTLE)
+        before = await self.score(who.user_id) or 0
+        r = await self.complete(who.token, ticket["actionId"], wait=True)
+        assert r.status_code in (200, 202), r.text
+        assert r.json()["status"] == "success" and r.json()["userId"] == who.user_id
+        return await self.wait_score(who.user_id, before + int(ticket["points"]))
+
+    async def service_event(self, user_id: str, points: int, action_type: str = "trial") -> httpx.Response:
+        svc = self.service()
+        event = {
+            "actionId": str(uuid.uuid4()),
+            "userId": user_id,
+            "actionType": action_type,
+            "occurredAt": iso_ms(now_ms()),
+            "points": points,
+        }
+        return await self.http.post("/api/v1/events", json={"events": [event]}, headers=svc.headers)
+
+    async def assert_unchanged(self, user_id: str, expected: int | None) -> None:
+        """The victim's score is still ``expected``. A marker event of 1 point goes through the same
+        partition (key = user) after the refused request, so once it is applied anything the refused
+        request might have slipped into the log would have been applied too: the final score must be
+        exactly ``expected + 1``."""
+        r = await self.service_event(user_id, 1)
+        assert r.status_code == 202 and r.json() == {"accepted": 1, "duplicates": 0}, r.text
+        reached = await self.wait_score(user_id, (expected or 0) + 1)
+        await asyncio.sleep(0.3)  # anything behind the marker in the same batch has landed too
+        assert await self.score(user_id) == reached == (expected or 0) + 1
+
+
+class Tail:
+    """Reads a topic from its beginning in the background; tests look up what arrived."""
+
+    def __init__(self, rig: Rig, topic: str) -> None:
+        self.consumer = new_consumer(rig.settings, topic, group_id=None)
+        self.records: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                for m in messages:
+                    self.records.append({"key": m.key, **json.loads(m.value)})
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.consumer.stop()
+
+    async def find(self, within: float = 30.0, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            for r in self.records:
+                if all(r.get(k) == v for k, v in fields.items()):
+                    return r
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no record with {fields} within {within:.0f}s")
+
+
+def start_system(ns: Namespace, logs: Path, env: dict[str, str], only: list[str] | None = None) -> System:
+    system = System(ns, logs, extra_env=env)
+    try:
+        return system.start(only=only)
+    except BaseException:
+        system.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def ingest_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_catalog(tmp_path_factory.mktemp("ingest-catalog") / "catalog.toml")
+
+
+@pytest.fixture(scope="session")
+def guarded_system(
+    base_env: dict[str, str], ingest_catalog: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """ingest + scorer + broadcaster with tight per-player rate limits: the security battery."""
+    ns = Namespace.create(base_env)
+    try:
+        system = start_system(
+            ns, tmp_path_factory.mktemp("guarded-logs"), ingest_env(ingest_catalog, **GUARDED)
+        )
+        try:
+            yield system
+        finally:
+            system.stop()
+    finally:
+        ns.drop()
+
+
+@pytest.fixture(scope="session")
+def open_system(
+    base_env: dict[str, str], ingest_catalog: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """ingest alone, limits out of the way: concurrency, the schema, metrics."""
+    ns = Namespace.create(base_env)
+    try:
+        system = start_system(
+            ns, tmp_path_factory.mktemp("open-logs"), ingest_env(ingest_catalog, **UNLIMITED), only=["ingest"]
+        )
+        try:
+            yield system
+        finally:
+            system.stop()
+    finally:
+        ns.drop()
+
+
+@pytest.fixture(scope="session")
+async def rig(guarded_system: System) -> AsyncIterator[Rig]:
+    r = Rig(guarded_system)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+@pytest.fixture(scope="session")
+async def open_rig(open_system: System) -> AsyncIterator[Rig]:
+    r = Rig(open_system)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+@pytest.fixture(scope="session")
+async def audit(rig: Rig) -> AsyncIterator[Tail]:
+    tail = Tail(rig, rig.topics.audit)
+    await tail.start()
+    try:
+        yield tail
+    finally:
+        await tail.stop()
