@@ -1,0 +1,206 @@
+"""Server-Sent Events (id = version, Last-Event-ID) and the WebSocket connection policy (origin
+checks, per-IP cap, idle timeout, keep-alive) against real broadcaster processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+ChangeProducer = Broadcasters = Any  # the fixtures' types (see conftest.py)
+
+
+def ws_url(http_url: str, **params: str | int) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return http_url.replace("http://", "ws://") + "/ws/leaderboard" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="module")
+def url(broadcasters: Broadcasters) -> str:
+    return broadcasters.start("broadcaster-sse", LEADERBOARD_SSE_KEEPALIVE_S="0.5")
+
+
+class Sse:
+    """A minimal EventSource: parses `event`, `id`, `data` fields into dicts."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+        self.comments = 0
+        self.retry: int | None = None
+
+    async def next(self, timeout: float = 60) -> dict[str, Any]:
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> dict[str, Any]:
+        fields: dict[str, str] = {}
+        async for line in self.lines:
+            if not line:
+                if "data" in fields:
+                    return {
+                        "event": fields.get("event"),
+                        "id": fields.get("id"),
+                        **json.loads(fields["data"]),
+                    }
+                fields = {}
+                continue
+            if line.startswith(":"):
+                self.comments += 1
+                continue
+            name, _, value = line.partition(":")
+            if name == "retry":
+                self.retry = int(value.strip())
+            fields[name] = value.removeprefix(" ")
+        raise EOFError("stream ended")
+
+
+@asynccontextmanager
+async def sse(url: str, headers: dict[str, str] | None = None, **params: str | int) -> AsyncIterator[Sse]:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10, read=60)) as client,
+        client.stream("GET", f"{url}/api/v1/leaderboard/stream", params=params, headers=headers) as r,
+    ):
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        yield Sse(r)
+
+
+async def of_epoch(stream: Sse, epoch: str) -> dict[str, Any]:
+    while (event := await stream.next())["epoch"] != epoch:
+        pass
+    return event
+
+
+async def test_sse_snapshot_updates_and_last_event_id(
+    url: str, changes: Callable[[], ChangeProducer]
+) -> None:
+    feed = changes()
+    await feed.publish(3)
+    async with sse(url) as stream:
+        first = await of_epoch(stream, feed.epoch)
+        assert first["event"] == first["type"] == "snapshot" and first["id"] == str(first["version"])
+        last = first["version"]
+        while last < 3:
+            event = await stream.next()
+            assert event["event"] == "update" and int(event["id"]) == event["version"] > last
+            last = event["version"]
+        assert stream.retry is not None
+        await feed.publish()
+        update = await stream.next()
+        assert (update["event"], update["id"], update["top"]) == ("update", "4", feed.tops[4])
+        assert update["changed"]
+
+    await feed.publish(2)  # missed while disconnected: 5 and 6
+    async with sse(url, headers={"Last-Event-ID": "4"}) as stream:
+        resumed = await stream.next()
+        assert (resumed["event"], resumed["version"], resumed["top"]) == ("update", 6, feed.tops[6])
+
+    async with sse(url, since=6, epoch="some-other-epoch") as stream:
+        assert (await stream.next())["event"] == "snapshot"
+
+    # Keep-alive comments flow while nothing changes.
+    async with sse(url, since=6, epoch=feed.epoch) as stream:
+        with pytest.raises(TimeoutError):
+            await stream.next(timeout=1.5)
+        assert stream.comments >= 1
+
+
+async def test_sse_refuses_a_bad_last_event_id(url: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(f"{url}/api/v1/leaderboard/stream", headers={"Last-Event-ID": "yesterday"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid"
+
+
+@pytest.fixture(scope="module")
+def strict_url(broadcasters: Broadcasters) -> str:
+    return broadcasters.start(
+        "broadcaster-strict",
+        LEADERBOARD_WS_ALLOWED_ORIGINS='["https://game.example"]',
+        LEADERBOARD_WS_MAX_PER_IP="3",
+        LEADERBOARD_WS_IDLE_TIMEOUT_S="1.5",
+        LEADERBOARD_WS_PING_INTERVAL_S="0.5",
+        LEADERBOARD_WS_PING_TIMEOUT_S="1",
+    )
+
+
+async def refused_status(url: str, **kwargs: Any) -> int:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(url, **kwargs):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_origin_checks(strict_url: str) -> None:
+    assert await refused_status(ws_url(strict_url), origin="https://evil.example") == 403
+    async with websockets.connect(ws_url(strict_url), origin="https://game.example") as ws:
+        await ws.ping()
+    host = strict_url.removeprefix("http://")
+    async with websockets.connect(ws_url(strict_url), origin=f"http://{host}") as ws:  # its own page
+        await ws.ping()
+    async with websockets.connect(ws_url(strict_url)) as ws:  # not a browser: no Origin header
+        await ws.ping()
+
+
+async def test_per_ip_cap_when_configured(strict_url: str, url: str) -> None:
+    held = [await websockets.connect(ws_url(strict_url)) for _ in range(3)]
+    try:
+        assert await refused_status(ws_url(strict_url)) == 429
+        # Off by default: the other instance takes many from the same address.
+        many = [await websockets.connect(ws_url(url)) for _ in range(10)]
+        for ws in many:
+            await ws.close()
+    finally:
+        for ws in held:
+            await ws.close()
+    for _ in range(50):  # the slot frees once the server has seen the close
+        try:
+            async with websockets.connect(ws_url(strict_url)):
+                break
+        except websockets.InvalidStatus:
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the per-IP slots were not released")
+
+
+async def test_idle_timeout_and_keepalive(strict_url: str) -> None:
+    # A client that sends nothing is closed after the idle timeout...
+    async with websockets.connect(ws_url(strict_url), ping_interval=None) as idle:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(idle.recv(), 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == "idle timeout"
+
+    # ...while the page's heartbeat keeps one open and gets application pongs.
+    async with websockets.connect(ws_url(strict_url), ping_interval=None) as alive:
+        for _ in range(6):  # 3 s: twice the idle timeout
+            await alive.send('{"type":"ping"}')
+            while json.loads(await asyncio.wait_for(alive.recv(), 10)).get("type") != "pong":
+                pass
+            await asyncio.sleep(0.5)
+        await alive.ping()
+
+    # Protocol pings from the server: a client that never answers them is closed. The raw socket
+    # below completes the handshake and then never reads or answers.
+    host, port = strict_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            f"GET /ws/leaderboard HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    assert b"101" in await asyncio.wait_for(reader.readline(), 10)
+    received = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 30):
+            received += chunk
+    finally:
+        writer.close()
+    assert b"\x89" in received  # the server pinged (opcode 0x9) before it gave up and closed
