@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -248,6 +249,30 @@ class Rig:
         reached = await self.wait_score(user_id, (expected or 0) + 1)
         await asyncio.sleep(0.3)  # anything behind the marker in the same batch has landed too
         assert await self.score(user_id) == reached == (expected or 0) + 1
+
+    async def read_topic(self, topic: str, within: float = 30.0) -> list[dict[str, Any]]:
+        """Every record on ``topic`` up to its end as of this call (so nothing acknowledged before the
+        call can be missed), decoded from JSON."""
+        consumer = new_consumer(self.settings, group_id=None)
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the cluster's metadata
+            numbers = consumer.partitions_for_topic(topic) or set()
+            partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
+            assert partitions, f"topic {topic} not found"
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            out: list[dict[str, Any]] = []
+            deadline = time.monotonic() + within
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                batch = await consumer.getmany(*partitions, timeout_ms=500)
+                for messages in batch.values():
+                    out += [{"key": m.key, "offset": m.offset, **json.loads(m.value)} for m in messages]
+            return out
+        finally:
+            await consumer.stop()
 
 
 class Tail:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from leaderboard.common.auth import AuthError, Principal, TokenVerifier, mint_token
@@ -31,6 +32,7 @@ from leaderboard.common.web import (
     ClientIpResolver,
     RequestIdMiddleware,
     add_ops_routes,
+    error_response,
     install_error_handlers,
     request_id,
 )
@@ -155,6 +157,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         )
 
     install_error_handlers(app, audit_refusal)
+    http_error = app.exception_handlers[StarletteHTTPException]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 when a body cannot even be decoded (invalid UTF-8, for one); to a client
+        # that is the same mistake as malformed JSON, which it reports as 422 `invalid`.
+        if exc.status_code == 400:
+            message = "request body is not valid UTF-8 JSON"
+            await audit_refusal(request, 422, "invalid", message)
+            return error_response(422, "invalid", message)
+        response: Response = await http_error(request, exc)
+        return response
 
     @app.exception_handler(RedisError)
     async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
