@@ -6,6 +6,7 @@ Run it with ``leaderboard ingest`` (or ``python -m leaderboard.ingest``); settin
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import uuid
@@ -167,8 +168,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             message = "request body is not valid UTF-8 JSON"
             await audit_refusal(request, 422, "invalid", message)
             return error_response(422, "invalid", message)
-        response: Response = await http_error(request, exc)
-        return response
+        response = http_error(request, exc)
+        return await response if inspect.isawaitable(response) else response
 
     @app.exception_handler(RedisError)
     async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
