@@ -95,6 +95,7 @@ async def test_live_page(page_system: System, artifacts: Path) -> None:
             await expect(rows).to_have_count(10, timeout=30_000)  # the top 10 of the 11
             await expect(rows.first.locator(".name")).to_have_text("Nova")
             await expect(rows.first.locator(".rank")).to_have_text("#1")
+            await expect(page.locator("#you")).to_be_hidden()
             await page.evaluate("window.__sameDocument = true")
 
             # A change made through the ingest API appears without a reload.
@@ -131,6 +132,8 @@ async def test_live_page(page_system: System, artifacts: Path) -> None:
                         break
                     await asyncio.sleep(0.1)
                 assert r.status_code == 200 and r.json()["score"] == 25
+            # Below the top 10, the page shows the demo player's own rank.
+            await expect(page.locator("#you-line")).to_contain_text(f"#{r.json()['rank']} with 25 points")
             await page.screenshot(path=str(artifacts / "broadcaster-live-page-demo.png"), full_page=True)
             assert not errors, errors
         finally:

@@ -7,6 +7,7 @@ sit behind a load balancer.
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import Counter as Tally
 from collections.abc import AsyncIterator
@@ -396,7 +397,7 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
-        html = page_html.replace("__INGEST_URL__", settings.ingest_public_url).replace(
+        html = page_html.replace("__INGEST_URL__", json.dumps(settings.ingest_public_url)).replace(
             "__DEV_MODE__", "true" if settings.dev_mode else "false"
         )
         return HTMLResponse(
