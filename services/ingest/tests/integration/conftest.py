@@ -12,9 +12,11 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
+import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from aiokafka import TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from leaderboard.cli.processes import free_port
+from leaderboard.cli.stack import EmbeddedStack, StackPorts
 from leaderboard.cli.testing import Namespace, System
 from leaderboard.common.auth import PRIVATE_KEY_NAME, okp_thumbprint
 from leaderboard.common.events import iso_ms, now_ms
@@ -387,3 +391,77 @@ async def audit(rig: Rig) -> AsyncIterator[Tail]:
         yield tail
     finally:
         await tail.stop()
+
+
+STORE_VARS = {"kafka": "LEADERBOARD_KAFKA_BOOTSTRAP", "redis": "LEADERBOARD_REDIS_URL"}
+
+
+@dataclass
+class Isolated:
+    """ingest on a Kafka or Redis server of its own, which the test may freeze, stop and restart."""
+
+    store: str
+    stack: EmbeddedStack
+    ns: Namespace
+    system: System
+    rig: Rig
+
+    @property
+    def pid(self) -> int:
+        return self.stack._procs[self.store].pid  # the server this stack started (and will stop)
+
+    def freeze(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop_store(self) -> None:
+        self.stack.stop()
+
+    def start_store(self) -> None:
+        """The same server on the same port, empty (the embedded stores keep nothing across starts)."""
+        self.stack.start()
+
+
+@pytest.fixture
+async def isolated(
+    base_env: dict[str, str], ingest_catalog: Path, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Isolated]]]:
+    """``await isolated("kafka" | "redis", **env)``: ingest alone on a server of that kind of its own.
+    Namespaces and processes are made and removed in a thread: they block (and run their own loops)."""
+    made: list[Isolated] = []
+
+    def make_sync(store: str, env: dict[str, str]) -> Isolated:
+        environ = {k: v for k, v in base_env.items() if k != STORE_VARS[store]}
+        ports = StackPorts(free_port(), free_port(), free_port())
+        stack = EmbeddedStack(tmp_path / f"{store}-stack", ports, environ=environ)
+        exports = stack.start()
+        try:
+            ns = Namespace.create({**base_env, **exports})
+        except BaseException:
+            stack.stop()
+            raise
+        system = System(ns, tmp_path / "logs", extra_env=ingest_env(ingest_catalog, **UNLIMITED, **env))
+        iso = Isolated(store, stack, ns, system, Rig(system))
+        made.append(iso)
+        system.start(only=["ingest"])
+        return iso
+
+    async def make(store: str, **env: str) -> Isolated:
+        return await asyncio.to_thread(make_sync, store, env)
+
+    def remove(iso: Isolated) -> None:
+        if iso.stack._procs.get(iso.store) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                iso.thaw()  # never leave a frozen server behind
+        iso.system.stop()
+        iso.stack.stop()
+        iso.ns.drop()
+
+    try:
+        yield make
+    finally:
+        for iso in made:
+            await iso.rig.close()
+            await asyncio.to_thread(remove, iso)

@@ -19,6 +19,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
@@ -112,7 +115,14 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings)
-        async with redis_client(settings) as redis, producer(settings) as kafka:
+        # One quick retry on a dropped connection: after Redis restarts, pooled connections are dead
+        # and the first command on each fails; a fresh connection answers. (Timeouts are not
+        # retried: they would only stretch an outage's 503s.)
+        retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,))
+        async with (
+            redis_client(settings, retry=retry, retry_on_error=[RedisConnectionError]) as redis,
+            producer(settings) as kafka,
+        ):
             publisher = Publisher(kafka, topics.actions, topics.audit, settings.kafka_send_timeout_s)
             applied = AppliedWaiter(redis, f"{settings.redis_prefix}:applied")
             publisher.start()
