@@ -1,0 +1,421 @@
+"""Fan-out: the delay from a board change being published to ``leaderboard.changes.v1`` to its
+WebSocket frame arriving at each of N connected clients (N = 100, 1,000, 5,000), and the
+broadcaster's memory per connection.
+
+Set-up per N: a fresh ``leaderboard broadcaster`` process; the bench publishes ``BoardChanged``
+events (a top 10, as the scorer does) straight to the changes topic, so what is measured is the
+broadcaster alone: consume, adopt, fan out. The clients are python-websockets connections spread
+over worker processes (``clients_per_worker`` each; this module is also the worker), all on this
+machine, so their own CPU is part of the figure on a small box. Delays compare wall-clock stamps
+taken in different processes on one machine: the publisher's just before the send, the client's
+as ``recv`` returns.
+
+Figures, per N:
+- ``frame_delay_ms``: per (client, change), publish -> frame received;
+- ``last_client_ms``: per change, publish -> the frame reaching the *last* of the N clients
+  (the whole fan-out);
+- ``memory_per_connection_kib``: (broadcaster RSS with N clients holding a snapshot - RSS before
+  they connected) / N;
+- ``missed``: frames a client never got (coalesced because it was behind), ``coalesced`` and
+  ``dropped`` from the broadcaster's own counters.
+
+Naive baseline (``baseline_sequential``, at the smaller sizes): the same clients on a minimal
+server that consumes the same topic and awaits each client in turn (``for ws in clients: await
+ws.send(frame)``), the loop python-websockets' broadcast guide warns against. On a quiet loopback
+with clients that all keep up it is a fair race; its weakness, one stuck client stalling everyone,
+is what the broadcaster's tests show rather than a figure here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psutil
+
+from leaderboard.cli.bench.common import Context, until
+from leaderboard.cli.bench.stats import summarize
+from leaderboard.cli.processes import free_port
+from leaderboard.cli.services import ServiceSpec, Supervisor, leaderboard_cmd
+from leaderboard.cli.testing import Namespace
+from leaderboard.common.events import BoardChanged, RankedEntry
+from leaderboard.common.kafka import ensure_topics, new_producer
+from leaderboard.common.settings import CommonSettings
+from leaderboard.common.topics import Topics
+
+BASELINE_MAX_CLIENTS = 1_000
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    ns = ctx.namespace()
+    try:
+        return asyncio.run(_run(ctx, ns))
+    finally:
+        ns.drop()
+
+
+async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
+    settings = ns.settings()
+    await ensure_topics(settings)
+    out: dict[str, Any] = {
+        "changes_per_size": ctx.sizes.changes,
+        "clients_per_worker": ctx.sizes.clients_per_worker,
+        "source": "BoardChanged published to the changes topic; frames timed at the clients",
+    }
+    producer = new_producer(settings, linger_ms=0)
+    await producer.start()
+    publisher = _Publisher(producer, Topics(settings.topic_prefix).changes)
+    try:
+        for n in ctx.sizes.clients:
+            supervisor = Supervisor()
+            try:
+                port = _start_broadcaster(supervisor, ns.env, ctx, f"fanout-{n}")
+                pid = supervisor.running[f"fanout-{n}"].proc.pid
+                out[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid)
+            finally:
+                supervisor.stop_all()
+            if n <= BASELINE_MAX_CLIENTS:
+                supervisor = Supervisor()
+                try:
+                    port = _start_naive(supervisor, ns.env, ctx, f"fanout-naive-{n}")
+                    pid = supervisor.running[f"fanout-naive-{n}"].proc.pid
+                    out.setdefault("baseline_sequential", {})[f"clients_{n}"] = await _measure(
+                        ctx, publisher, port, n, pid, naive=True
+                    )
+                finally:
+                    supervisor.stop_all()
+    finally:
+        await producer.stop()
+    return out
+
+
+def _start_broadcaster(supervisor: Supervisor, env: dict[str, str], ctx: Context, name: str) -> int:
+    port = free_port()
+    spec = ServiceSpec(
+        name,
+        leaderboard_cmd("broadcaster", "--port", str(port)),
+        # Reconciling with Redis is off: every frame must come from the change that was timed.
+        {**env, "LEADERBOARD_RECONCILE_INTERVAL_S": "3600"},
+        f"http://127.0.0.1:{port}/readyz",
+        ctx.log_dir("fanout") / f"{name}.log",
+    )
+    supervisor.start(spec)
+    supervisor.wait_ready(name)
+    return port
+
+
+def _start_naive(supervisor: Supervisor, env: dict[str, str], ctx: Context, name: str) -> int:
+    port = free_port()
+    spec = ServiceSpec(
+        name,
+        [sys.executable, "-m", "leaderboard.cli.bench.fanout", "naive-server", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/readyz",
+        ctx.log_dir("fanout") / f"{name}.log",
+    )
+    supervisor.start(spec)
+    supervisor.wait_ready(name)
+    return port
+
+
+class _Publisher:
+    """Publishes versions of one board under a fresh epoch per run; remembers when each was sent."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+        self.epoch, self.version = "", 0
+        self.sent_at: dict[int, float] = {}
+        self.users = [uuid.uuid4() for _ in range(12)]
+
+    def reset(self) -> None:
+        self.epoch, self.version, self.sent_at = uuid.uuid4().hex[:12], 0, {}
+
+    async def publish(self) -> int:
+        self.version += 1
+        v = self.version
+        order = self.users[v % 3 : v % 3 + 10]  # ranks move every time
+        top = [
+            RankedEntry(rank=i + 1, user_id=u, username=f"Player {u.hex[:6]}", score=10_000 + v * 10 - i)
+            for i, u in enumerate(order)
+        ]
+        event = BoardChanged(
+            board="global", epoch=self.epoch, version=v, top=top, changed=order[:2], at=datetime.now(UTC)
+        )
+        payload = event.to_bytes()
+        self.sent_at[v] = time.time()
+        await self.producer.send_and_wait(self.topic, payload, key=b"global")
+        return v
+
+
+async def _metric(port: int, name: str) -> float:
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(f"http://127.0.0.1:{port}/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in r.text.splitlines()
+        if line.startswith(name) and line[len(name)] in " {"
+    )
+
+
+async def _measure(
+    ctx: Context, publisher: _Publisher, port: int, n: int, pid: int, naive: bool = False
+) -> dict[str, Any]:
+    publisher.reset()
+    await publisher.publish()  # the snapshot every client starts from
+    url = f"ws://127.0.0.1:{port}/ws/leaderboard"
+
+    async def holds_first() -> bool:
+        return await _worker_probe(url, publisher.epoch)
+
+    await until(holds_first, 60, 0.1, "the server to hold the first version")
+    server = psutil.Process(pid)
+    rss_before = server.memory_info().rss
+
+    per_worker = ctx.sizes.clients_per_worker
+    counts = [per_worker] * (n // per_worker) + ([n % per_worker] if n % per_worker else [])
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "leaderboard.cli.bench.fanout",
+            "worker",
+            "--url",
+            url,
+            "--clients",
+            str(c),
+            "--epoch",
+            publisher.epoch,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for c in counts
+    ]
+    try:
+        for w in workers:
+            assert w.stdout is not None
+            line = await asyncio.wait_for(w.stdout.readline(), 300)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a fan-out worker failed to connect its clients: {line!r}")
+        await asyncio.sleep(1.0)
+        rss_after = server.memory_info().rss
+        coalesced0 = 0.0 if naive else await _metric(port, "broadcaster_coalesced_total")
+        dropped0 = 0.0 if naive else await _metric(port, "broadcaster_dropped_total")
+
+        # Changes spaced so that a fan-out normally completes before the next one starts.
+        spacing = 0.3 + n * 0.0004
+        for _ in range(ctx.sizes.changes):
+            await publisher.publish()
+            await asyncio.sleep(spacing)
+        final = publisher.version
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write(f"{final}\n".encode())
+            await w.stdin.drain()
+        reports = []
+        for w in workers:
+            assert w.stdout is not None
+            reports.append(json.loads(await asyncio.wait_for(w.stdout.readline(), 300)))
+        coalesced = (0.0 if naive else await _metric(port, "broadcaster_coalesced_total")) - coalesced0
+        dropped = (0.0 if naive else await _metric(port, "broadcaster_dropped_total")) - dropped0
+    finally:
+        for w in workers:
+            if w.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.kill()
+            await w.wait()
+
+    timed = range(2, final + 1)
+    delays: list[float] = []
+    last: list[float] = []
+    missed = 0
+    for v in timed:
+        arrivals = [t for r in reports for t in r["arrivals"].get(str(v), [])]
+        missed += n - len(arrivals)
+        delays += [t - publisher.sent_at[v] for t in arrivals]
+        if len(arrivals) == n:
+            last.append(max(arrivals) - publisher.sent_at[v])
+    result: dict[str, Any] = {
+        "clients": n,
+        "workers": len(workers),
+        "changes": len(timed),
+        "frame_delay_ms": summarize(delays, 1000),
+        "last_client_ms": summarize(last, 1000),
+        "missed": missed,
+        "connect_failures": sum(r["failures"] for r in reports),
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "rss_with_clients_mib": round(rss_after / 2**20, 1),
+        "memory_per_connection_kib": round((rss_after - rss_before) / n / 1024, 1),
+    }
+    if not naive:
+        result["coalesced"] = coalesced
+        result["dropped"] = dropped
+    return result
+
+
+async def _worker_probe(url: str, epoch: str) -> bool:
+    import websockets
+
+    try:
+        async with websockets.connect(url, open_timeout=10, compression=None) as ws:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 2))
+            return bool(frame.get("epoch") == epoch)
+    except (OSError, TimeoutError, websockets.WebSocketException):
+        return False
+
+
+# --- worker: N clients in one process ------------------------------------------------------------
+
+
+async def _worker(url: str, clients: int, epoch: str) -> None:
+    import websockets
+
+    arrivals: dict[int, list[float]] = {}
+    last = [0] * clients
+    failures = 0
+    ready = 0
+    all_ready = asyncio.Event()
+    gate = asyncio.Semaphore(100)
+
+    def one_ready() -> None:
+        nonlocal ready
+        ready += 1
+        if ready == clients:
+            all_ready.set()
+
+    async def client(i: int) -> None:
+        nonlocal failures
+        try:
+            async with gate:
+                ws = await websockets.connect(url, open_timeout=120, compression=None, ping_interval=None)
+        except (OSError, TimeoutError, websockets.WebSocketException):
+            failures += 1
+            one_ready()
+            return
+        async with ws:
+            while (frame := json.loads(await ws.recv()))["epoch"] != epoch:
+                pass
+            last[i] = frame["version"]
+            one_ready()
+            while True:
+                raw = await ws.recv()
+                now = time.time()
+                last[i] = version = json.loads(raw)["version"]
+                arrivals.setdefault(version, []).append(now)
+
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    await all_ready.wait()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    final = int(line)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(t.done() or last[i] >= final for i, t in enumerate(tasks)):
+        await asyncio.sleep(0.05)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    sys.stdout.write(json.dumps({"arrivals": arrivals, "failures": failures}) + "\n")
+    sys.stdout.flush()
+
+
+# --- naive baseline server: await each client in turn --------------------------------------------
+
+
+async def _naive(port: int) -> None:
+    """A websockets server that follows the changes topic and sends each frame to each client in
+    turn, awaiting every send, plus a /readyz for the supervisor."""
+    from http import HTTPStatus
+
+    from aiokafka import TopicPartition
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.http11 import Request, Response
+
+    from leaderboard.common.kafka import new_consumer
+
+    settings = CommonSettings()
+    topic = Topics(settings.topic_prefix).changes
+    clients: set[ServerConnection] = set()
+    latest: list[str] = []
+    ready = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        if latest:
+            await ws.send(latest[0])
+        clients.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            clients.discard(ws)
+
+    def health(conn: ServerConnection, request: Request) -> Response | None:
+        if request.path.startswith("/readyz"):
+            ok = ready.is_set()
+            return conn.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "ok\n")
+        return None
+
+    consumer = new_consumer(settings, group_id=None, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        partitions = None
+        while not partitions:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer.topics()
+                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        async with serve(handler, "127.0.0.1", port, process_request=health, compression=None, backlog=4096):
+            ready.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for record in records:
+                        change = json.loads(record.value)
+                        frame = json.dumps(
+                            {
+                                "type": "update",
+                                "board": change["board"],
+                                "epoch": change["epoch"],
+                                "version": change["version"],
+                                "top": change["top"],
+                                "changed": change["changed"],
+                            },
+                            separators=(",", ":"),
+                        )
+                        latest[:] = [frame]
+                        for ws in list(clients):  # the naive loop: one client at a time
+                            with contextlib.suppress(Exception):
+                                await ws.send(frame)
+    finally:
+        await consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard.cli.bench.fanout")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker", help="hold N WebSocket clients and time their frames")
+    w.add_argument("--url", required=True)
+    w.add_argument("--clients", type=int, required=True)
+    w.add_argument("--epoch", required=True)
+    s = sub.add_parser("naive-server", help="the sequential-send baseline server")
+    s.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "worker":
+        asyncio.run(_worker(args.url, args.clients, args.epoch))
+    else:
+        asyncio.run(_naive(args.port))
+
+
+if __name__ == "__main__":
+    main()
