@@ -78,6 +78,13 @@ GUARDED = {
 }
 
 
+SPOOFED_IP = "203.0.113.66"
+TRUSTED = {
+    "LEADERBOARD_TRUSTED_PROXIES": '["127.0.0.1/32"]',
+    "LEADERBOARD_CORS_ORIGINS": '["https://game.example"]',
+}
+
+
 def write_catalog(path: Path) -> Path:
     path.write_text(CATALOG)
     return path
@@ -111,11 +118,15 @@ class Rig:
     """One running system and the client-side moves a test makes against it."""
 
     system: System
+    # Headers every request carries (the battery sends a forged X-Forwarded-For that must be ignored).
+    default_headers: dict[str, str] = field(default_factory=dict)
     http: httpx.AsyncClient = field(init=False)
     reads: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.http = httpx.AsyncClient(base_url=self.system.ingest_url, timeout=30)
+        self.http = httpx.AsyncClient(
+            base_url=self.system.ingest_url, timeout=30, headers=self.default_headers
+        )
         self.reads = httpx.AsyncClient(base_url=self.system.broadcaster_url, timeout=30)
         self.settings = self.system.ns.settings()
         self.topics = Topics(self.settings.topic_prefix)
@@ -278,6 +289,16 @@ class Rig:
         finally:
             await consumer.stop()
 
+    async def read_until(self, topic: str, within: float = 30.0, **fields: Any) -> dict[str, Any]:
+        """The first record on ``topic`` whose fields match, waiting for it to arrive."""
+        deadline = time.monotonic() + within
+        while True:
+            for record in await self.read_topic(topic):
+                if all(record.get(k) == v for k, v in fields.items()):
+                    return record
+            assert time.monotonic() < deadline, f"no record with {fields} on {topic}"
+            await asyncio.sleep(0.5)
+
 
 class Tail:
     """Reads a topic from its beginning in the background; tests look up what arrived."""
@@ -351,11 +372,15 @@ def guarded_system(
 def open_system(
     base_env: dict[str, str], ingest_catalog: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
-    """ingest alone, limits out of the way: concurrency, the schema, metrics."""
+    """ingest alone, limits out of the way: concurrency, the schema, metrics. It sits behind a trusted
+    proxy (127.0.0.1) and allows one CORS origin."""
     ns = Namespace.create(base_env)
     try:
         system = start_system(
-            ns, tmp_path_factory.mktemp("open-logs"), ingest_env(ingest_catalog, **UNLIMITED), only=["ingest"]
+            ns,
+            tmp_path_factory.mktemp("open-logs"),
+            ingest_env(ingest_catalog, **UNLIMITED, **TRUSTED),
+            only=["ingest"],
         )
         try:
             yield system
@@ -367,7 +392,7 @@ def open_system(
 
 @pytest.fixture(scope="session")
 async def rig(guarded_system: System) -> AsyncIterator[Rig]:
-    r = Rig(guarded_system)
+    r = Rig(guarded_system, {"X-Forwarded-For": SPOOFED_IP})
     try:
         yield r
     finally:
