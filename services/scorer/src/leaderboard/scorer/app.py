@@ -71,7 +71,7 @@ def build_app(settings: ScorerSettings) -> faust.App:
     holder: dict[str, Projector] = {}
 
     @app.service
-    class Resources(mode.Service):  # type: ignore[misc]
+    class Resources(mode.Service):
         """Postgres pool, Redis client and Kafka producer, opened and closed with the worker."""
 
         async def on_start(self) -> None:
@@ -83,6 +83,7 @@ def build_app(settings: ScorerSettings) -> faust.App:
             kafka = await self._stack.enter_async_context(producer(settings))
             projector = Projector(settings, pool, redis, kafka)
             await projector.ensure_board()
+            await projector.announce_unsent()
             await projector.audit_quarantine()  # audit events a crash kept from going out
             holder["projector"] = projector
             ready.set()
@@ -188,6 +189,18 @@ def _observe_lag(app: faust.App, events: Any) -> None:
 
 
 async def _process_or_die(projector: Projector, records: list[Record]) -> None:
+    """Apply a batch to completion. Cancellation (a graceful stop) waits for the batch first:
+    ``take_events`` acks the batch when the agent leaves its body, so a half-applied batch must
+    never be abandoned there."""
+    task = asyncio.ensure_future(_retry_or_die(projector, records))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def _retry_or_die(projector: Projector, records: list[Record]) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RETRY_FOR_S
     delay = 0.1

@@ -66,13 +66,14 @@ class Projector:
         self.board = RedisBoard(redis, settings.redis_prefix, settings.board, settings.board_top_n)
         self.caps = domain.velocity_caps(settings.velocity_caps)
         self._batches = 0
+        self._pending: TopChange | None = None
 
     def fault(self, point: FaultPoint) -> None:
         """Test hook: die hard at ``point`` once (the marker file remembers that it happened)."""
         s = self.settings
         if s.fault_point != point or s.fault_marker is None or s.fault_marker.exists():
             return
-        if self._batches < s.fault_after_batches:
+        if self._batches <= s.fault_after_batches:  # this many batches complete first
             return
         s.fault_marker.write_text(point)
         log.warning("fault injection: exiting at %s", point)
@@ -82,6 +83,21 @@ class Projector:
         """Start-up check: rebuild Redis from Postgres when the board is missing (flushed or new)."""
         if not await self.board.has_epoch():
             await self.rebuild()
+
+    async def announce_unsent(self) -> TopChange | None:
+        """Start-up check: a crash between the Redis write and the BoardChanged send leaves Redis's
+        version ahead of the one recorded in Postgres; announce that top now (every entry marked as
+        changed, since the previous top is not known any more)."""
+        current = await self.board.published()
+        if current is None:
+            return None
+        async with self.pool.acquire() as conn:
+            _, sent = await projection.board_state(conn, self.settings.board)
+        if current.version <= sent:
+            return None
+        log.warning("announcing board version %d that a crash kept from going out", current.version)
+        await self._announce(current)
+        return current
 
     async def rebuild(self) -> TopChange | None:
         lock = f"{self.settings.redis_prefix}:board:{self.settings.board}:rebuild-lock"
@@ -114,8 +130,15 @@ class Projector:
             self.fault("after_postgres")
             change = await self._apply_redis(applied.rows)
             self.fault("after_redis")
-            if change is not None:
-                await self._announce(change)
+            if change is not None:  # kept until sent, so a retried batch still announces it
+                pending = self._pending
+                self._pending = change if pending is None else TopChange(
+                    change.epoch, change.version, pending.old if pending.epoch == change.epoch else [],
+                    change.new,
+                )  # fmt: skip
+            if self._pending is not None:
+                await self._announce(self._pending)
+                change, self._pending = self._pending, None
             if applied.rows:
                 await self._notify_applied(unique, applied.rows)
             if applied.quarantined:

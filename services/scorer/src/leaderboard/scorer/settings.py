@@ -25,10 +25,11 @@ class ScorerSettings(CommonSettings):
     # (the log's time, so a replay quarantines the same events). JSON in the environment, e.g.
     # LEADERBOARD_VELOCITY_CAPS='{"quest": [20, 60]}'. Types not listed are uncapped.
     velocity_caps: dict[str, tuple[int, float]] = Field(default_factory=dict)
-    # Fault injection for tests: exit hard (os._exit) once at this point, when the marker file is absent.
+    # Fault injection for tests: exit hard (os._exit(70)) once at this point of the batch that follows
+    # ``fault_after_batches`` completed ones, when the marker file is absent (it is written first).
     fault_point: FaultPoint | None = None
     fault_marker: Path | None = None
-    fault_after_batches: int = 1
+    fault_after_batches: int = Field(0, ge=0)
 
     @field_validator("velocity_caps")
     @classmethod

@@ -63,6 +63,10 @@ class TopChange:
     new: list[tuple[str, str]]
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class NoEpoch(Exception):
     """The board is missing from Redis (flushed or never built): rebuild it from Postgres."""
 
@@ -83,7 +87,7 @@ class RedisBoard:
         return [k.rank, k.members, k.names, k.meta, self.versions_key]
 
     async def apply(self, rows: Sequence[ScoreRow]) -> TopChange | None:
-        args: list[object] = [self.top_n]
+        args: list[str | int] = [self.top_n]
         for r in rows:
             args += [r.user_id, r.version, r.member(), r.username]
         result = await self._apply(keys=self._keys(), args=args)
@@ -94,6 +98,13 @@ class RedisBoard:
             return None
         _, epoch, version, old, new = (x.decode() if isinstance(x, bytes) else str(x) for x in result)
         return TopChange(epoch, int(version), decode_top(old), decode_top(new))
+
+    async def published(self) -> TopChange | None:
+        """The board's current epoch, version and top as the script last set them (None if no top)."""
+        epoch, version, top = await self.redis.hmget(self.keys.meta, ["epoch", "version", "top"])
+        if epoch is None or version is None or top is None:
+            return None
+        return TopChange(_text(epoch), int(_text(version)), [], decode_top(top))
 
     async def has_epoch(self) -> bool:
         return bool(await self.redis.hexists(self.keys.meta, "epoch"))

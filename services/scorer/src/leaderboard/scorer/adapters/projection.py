@@ -2,7 +2,9 @@
 
 The batch goes in as arrays (``unnest``), so a batch of thousands is one round trip. Action rows
 insert with ``ON CONFLICT DO NOTHING``; only rows that actually inserted add points, and the
-statement returns each touched user's new absolute score, which is all Redis needs.
+statement returns the absolute state of every user in the batch, which is all Redis needs. Users
+whose events were all duplicates come back too: a batch redelivered after a crash between the
+Postgres commit and the Redis write must still bring Redis up to date.
 
 With velocity caps configured, the same transaction first reads the recent actions of the capped
 (user, type) pairs, lets :func:`domain.velocity_verdicts` decide, and records the events over a cap
@@ -53,9 +55,15 @@ WITH input AS (
         SET score = u.score + EXCLUDED.score, reached_at = EXCLUDED.reached_at,
             username = EXCLUDED.username, updated_at = now(), version = u.version + 1
     RETURNING user_id, username, score, reached_at, version
+), touched AS (
+    SELECT * FROM upserted
+    UNION ALL  -- users whose events were all duplicates: their committed state, for a redelivery
+    SELECT u.user_id, u.username, u.score, u.reached_at, u.version   -- whose Redis write was lost
+    FROM users u
+    WHERE u.user_id IN (SELECT user_id FROM input) AND u.user_id NOT IN (SELECT user_id FROM upserted)
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted, u.*
-FROM upserted u
+SELECT (SELECT count(*) FROM inserted) AS inserted, t.*
+FROM touched t
 """
 
 
