@@ -131,7 +131,16 @@ class TokenVerifier:
             for k in _jwks_keys(json.loads(settings.jwt_jwks_file.read_text())):
                 self._keys[k.kid] = k
         if settings.jwt_jwks_url:
-            self._jwks_client = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            # No per-kid cache (cache_keys): it never expires, so a key retired from the JWKS would go on
+            # verifying. The whole set is cached for `jwt_jwks_lifespan_s` instead, and an unknown kid
+            # refetches it at most once per `jwt_jwks_cooldown_s`, so random kids cannot hammer the IdP.
+            self._jwks_client = jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_keys=False,
+                lifespan=settings.jwt_jwks_lifespan_s,
+                cooldown_duration=settings.jwt_jwks_cooldown_s,
+                timeout=settings.jwt_jwks_timeout_s,
+            )
         if settings.jwt_public_key_file:
             k = _pem_key(settings.jwt_public_key_file)
             self._keys[k.kid] = k
@@ -145,6 +154,12 @@ class TokenVerifier:
             k = _pem_key(public)
             self._keys[k.kid] = k
         self._hs_secret = settings.jwt_hs256_secret.get_secret_value() if settings.jwt_hs256_secret else None
+
+    @property
+    def fetches_keys(self) -> bool:
+        """True when :meth:`verify` may fetch a JWKS over the network (and so block): async callers
+        should then run it in a thread."""
+        return self._jwks_client is not None
 
     def _key_for(self, header: dict[str, Any]) -> VerificationKey:
         alg = header.get("alg")
@@ -161,7 +176,10 @@ class TokenVerifier:
                 jwk = self._jwks_client.get_signing_key(kid)
             except jwt.PyJWKClientError as exc:
                 raise AuthError("unknown key id") from exc
-            found = VerificationKey(kid=kid, algorithm=_algorithm_for(jwk.key), key=jwk.key)
+            try:
+                found = VerificationKey(kid=kid, algorithm=_algorithm_for(jwk.key), key=jwk.key)
+            except ValueError as exc:
+                raise AuthError("unsupported signing key") from exc
         if found is None and kid is None and len(self._keys) == 1:
             found = next(iter(self._keys.values()))
         if found is None:

@@ -50,6 +50,11 @@ class CommonSettings(BaseSettings):
     jwt_public_key_file: Path | None = None
     jwt_jwks_file: Path | None = None
     jwt_jwks_url: str | None = None
+    # A fetched JWKS is kept this long, so a key removed from it stops verifying after at most this.
+    jwt_jwks_lifespan_s: float = Field(300, gt=0)
+    # A token with an unknown kid refetches the JWKS (key rotation) at most this often.
+    jwt_jwks_cooldown_s: float = Field(30, ge=0)
+    jwt_jwks_timeout_s: float = Field(5, gt=0)
     jwt_hs256_secret: SecretStr | None = None
     jwt_max_lifetime_s: int = Field(24 * 3600, ge=60)
     jwt_leeway_s: int = Field(10, ge=0, le=120)

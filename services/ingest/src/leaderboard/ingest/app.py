@@ -232,7 +232,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await refuse_unauthenticated(request, p, "missing bearer token", "Bearer")
         assert creds is not None
         try:
-            who = p.verifier.verify(creds.credentials)
+            if p.verifier.fetches_keys:  # a JWKS fetch must not stall the event loop
+                who = await asyncio.to_thread(p.verifier.verify, creds.credentials)
+            else:
+                who = p.verifier.verify(creds.credentials)
         except AuthError as exc:
             await refuse_unauthenticated(request, p, str(exc), 'Bearer error="invalid_token"')
         except Exception:  # a verifier bug must still fail closed, as a 401 and never a 500
