@@ -1,0 +1,81 @@
+"""The GCRA script and the ticket scripts on the real Redis (the session's, under a fresh key prefix)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from leaderboard.ingest.adapters.ratelimit import Limit, RateLimiter
+from leaderboard.ingest.adapters.tickets import TicketStore
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis(base_env: dict[str, str], prefix: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(base_env["LEADERBOARD_REDIS_URL"])
+    try:
+        yield client
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_gcra_allows_the_burst_then_refuses_with_retry_after(redis: Redis, prefix: str) -> None:
+    limiter = RateLimiter(redis, prefix)
+    limit = Limit("user:a", per_minute=6, burst=3)  # one every 10 s after a burst of 3
+    decisions = [await limiter.check([limit]) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
+    refused = decisions[3]
+    assert 1 <= refused.retry_after_s <= 10 and refused.limit == 3
+    assert refused.headers()["Retry-After"] == str(refused.retry_after_s)
+
+
+async def test_a_refusal_charges_no_key(redis: Redis, prefix: str) -> None:
+    limiter = RateLimiter(redis, prefix)
+    tight, loose = Limit("user:b", 6, 1), Limit("ip:b", 6, 5)
+    assert (await limiter.check([tight, loose])).allowed
+    for _ in range(3):
+        assert not (await limiter.check([tight, loose])).allowed
+    # The loose key was charged once only (by the allowed request): four more fit in its burst.
+    assert [(await limiter.check([loose])).allowed for _ in range(5)] == [True, True, True, True, False]
+
+
+async def test_concurrent_claims_of_one_ticket_serialise(redis: Redis, prefix: str) -> None:
+    store = TicketStore(redis, prefix)
+    ticket, user = uuid.uuid4(), str(uuid.uuid4())
+    await store.issue(ticket, user, "quest", 50, min_ms=0, ttl_ms=60_000, keep_ms=60_000)
+    claims = await asyncio.gather(*(store.claim(ticket, user, uuid.uuid4(), 30_000, {}) for _ in range(30)))
+    assert sorted(c.outcome for c in claims).count("ok") == 1
+    winner = next(c for c in claims if c.outcome == "ok")
+    assert winner.action_type == "quest" and winner.points == 50
+    assert {c.outcome for c in claims} == {"ok", "used"}
+
+
+async def test_a_released_claim_can_be_claimed_again_and_a_confirmed_one_cannot(
+    redis: Redis, prefix: str
+) -> None:
+    store = TicketStore(redis, prefix)
+    ticket, user = uuid.uuid4(), str(uuid.uuid4())
+    await store.issue(ticket, user, "quest", 50, min_ms=0, ttl_ms=60_000, keep_ms=60_000)
+    first = uuid.uuid4()
+    assert (await store.claim(ticket, user, first, 30_000, {"quest": 5})).outcome == "ok"
+    await store.release(ticket, user, "quest", first)  # Kafka refused: not burned, cap not charged
+    count, _ = await store.cap_usage(user, "quest", 0)
+    assert count == 0
+    second = uuid.uuid4()
+    assert (await store.claim(ticket, user, second, 30_000, {"quest": 5})).outcome == "ok"
+    await store.confirm(ticket, second, 60_000)
+    again = await store.claim(ticket, user, uuid.uuid4(), 30_000, {"quest": 5})
+    assert (again.outcome, again.detail) == ("used", str(second))
+    assert (await store.claim(ticket, str(uuid.uuid4()), uuid.uuid4(), 30_000, {})).outcome == "forbidden"
