@@ -53,19 +53,27 @@ async def test_broker_frozen_mid_run(isolated: Any) -> None:
                 status, body, retry = 0, {}, None
             attempts.append(Attempt(ticket["actionId"], player, status, body, retry, seen))
 
+    async def until(what: str, check: Any, within: float = 90.0) -> None:
+        deadline = time.monotonic() + within
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert not any(w.done() and w.exception() for w in workers), [w.exception() for w in workers]
+            await asyncio.sleep(0.2)
+
     workers = [asyncio.create_task(worker(p)) for p in players]
     try:
-        await asyncio.sleep(4)
+        await until("a completion before the outage", lambda: any(a.status == 202 for a in attempts))
         iso.freeze()
         phase = "frozen"
-        await asyncio.sleep(8)
+        await until("a 503 during the outage", lambda: any(a.status == 503 for a in attempts))
+        await asyncio.sleep(3)  # more requests meet the frozen broker, some of them mid-send
         iso.thaw()
         phase = "after"
-        # Serving again: a completion that started after the thaw is accepted.
-        deadline = time.monotonic() + 90
-        while not any(a.phase == "after" and a.status == 202 for a in attempts):
-            assert time.monotonic() < deadline, "ingest did not serve again after SIGCONT"
-            await asyncio.sleep(0.5)
+        # Serving again: a completion sent after the thaw is accepted.
+        await until(
+            "a completion after SIGCONT",
+            lambda: any(a.phase == "after" and a.status == 202 for a in attempts),
+        )
         stop_at = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*workers), 60)
     finally:
