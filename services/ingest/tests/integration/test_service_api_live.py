@@ -220,3 +220,28 @@ async def test_cors_allows_only_the_configured_origins(open_rig: Any) -> None:
     )
     assert limited.status_code == 401  # CORS headers ride on errors too, so browsers can read them
     assert limited.headers["access-control-allow-origin"] == "https://game.example"
+
+
+async def test_roles_decide_the_routes(open_rig: Any) -> None:
+    rig = open_rig
+    service = rig.service()
+    r = await rig.http.post("/api/v1/actions", json={"actionType": "trial"}, headers=service.headers)
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"  # tickets are for players
+    admin = rig.system.token(role="admin")
+    r = await rig.http.post(
+        "/api/v1/events",
+        json={"events": [event(str(uuid.uuid4()))]},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert r.status_code == 202 and r.json()["accepted"] == 1
+    for claims in (
+        rig.claims(str(uuid.uuid4()), role="root"),
+        rig.claims("not-a-uuid"),
+        rig.claims(str(uuid.uuid4()), exp=int(time.time()) + 10 * 86400),  # past the maximum lifetime
+    ):
+        r = await rig.http.post(
+            "/api/v1/events",
+            json={"events": [event(str(uuid.uuid4()))]},
+            headers={"Authorization": f"Bearer {rig.sign(rig.header(), claims)}"},
+        )
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", claims
