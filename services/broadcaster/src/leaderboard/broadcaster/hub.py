@@ -122,7 +122,9 @@ class Client:
                 else:
                     text = self.hub.update_frame(self.last, state)
                 try:
-                    await asyncio.wait_for(self._send(text, state, kind), self.hub.send_timeout)
+                    # asyncio.timeout, not wait_for: no extra task per frame and client.
+                    async with asyncio.timeout(self.hub.send_timeout):
+                        await self._send(text, state, kind)
                 except TimeoutError:
                     DROPPED.inc()
                     log.info(

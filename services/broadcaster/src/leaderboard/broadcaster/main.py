@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from leaderboard.broadcaster.app import create_app
@@ -9,18 +11,28 @@ from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.logs import setup_logging
 
 
+class _RefusalNoise(logging.Filter):
+    """uvicorn's sans-I/O WebSocket protocol logs an error after every handshake the app refuses with
+    an HTTP answer (403 origin, 429 per-IP cap), although the answer was sent; keep that out of the
+    error log. Everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("ASGI callable returned without completing handshake")
+
+
 def run(port: int | None = None) -> None:
     settings = BroadcasterSettings()
     if port is not None:
         settings.port = port
     setup_logging(settings.log_level, "broadcaster")
+    logging.getLogger("uvicorn.error").addFilter(_RefusalNoise())
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=4096,
         ws_ping_interval=settings.ws_ping_interval_s,

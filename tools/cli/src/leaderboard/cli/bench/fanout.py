@@ -195,6 +195,7 @@ async def _measure(
             publisher.epoch,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # the report is one JSON line of every arrival time
         )
         for c in counts
     ]
@@ -230,7 +231,8 @@ async def _measure(
             if w.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     w.kill()
-            await w.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(w.wait(), 10)
 
     timed = range(2, final + 1)
     delays: list[float] = []
