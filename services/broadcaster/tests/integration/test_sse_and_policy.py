@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -209,3 +210,29 @@ async def test_idle_timeout_and_keepalive(strict_url: str) -> None:
     finally:
         writer.close()
     assert b"\x89" in received  # the server pinged (opcode 0x9) before it gave up and closed
+
+
+@pytest.fixture(scope="module")
+def guarded_url(broadcasters: Broadcasters) -> str:
+    return broadcasters.start("broadcaster-guarded", LEADERBOARD_READ_REQUIRES_TOKEN="true")
+
+
+async def test_reads_can_require_a_token(guarded_url: str, broadcasters: Broadcasters) -> None:
+    from leaderboard.common.auth import mint_token
+
+    token = mint_token(broadcasters.ns.settings(), sub=str(uuid.uuid4()), role="player", ttl_s=600)
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=guarded_url, timeout=10) as client:
+        for path in ("/api/v1/leaderboard", "/scores", "/api/v1/leaderboard/stream"):
+            r = await client.get(path)
+            assert r.status_code == 401 and r.json()["code"] == "unauthorized", path
+        assert (await client.get("/api/v1/leaderboard", headers=auth)).status_code == 200
+        bad = await client.get("/api/v1/leaderboard", headers={"Authorization": f"Bearer {token}x"})
+        assert bad.status_code == 401
+        assert (await client.get("/healthz")).status_code == 200  # probes stay open
+    assert await refused_status(ws_url(guarded_url)) == 401
+    assert await refused_status(ws_url(guarded_url, token=token + "x")) == 401
+    async with websockets.connect(ws_url(guarded_url, token=token)) as ws:
+        await ws.ping()
+    async with websockets.connect(ws_url(guarded_url), additional_headers=auth) as ws:
+        await ws.ping()

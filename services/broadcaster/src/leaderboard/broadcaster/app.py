@@ -345,6 +345,19 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host")):
             await refuse(websocket, 403, "forbidden", "origin not allowed")
             return
+        if p.settings.read_requires_token:
+            # Browsers cannot set headers on a WebSocket: the token may also come as ?token=.
+            header = websocket.headers.get("authorization", "")
+            token = websocket.query_params.get("token") or header.removeprefix("Bearer ").strip()
+            try:
+                if p.verifier is None:
+                    raise AuthError("token verification is not configured")
+                if not token:
+                    raise AuthError("missing bearer token")
+                p.verifier.verify(token)
+            except AuthError as exc:
+                await refuse(websocket, 401, "unauthorized", str(exc))
+                return
         if board not in p.settings.boards:
             await refuse(websocket, 404, "not_found", f"no board named '{board}'")
             return
