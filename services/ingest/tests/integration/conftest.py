@@ -73,7 +73,7 @@ UNLIMITED = {
 # and every request comes from 127.0.0.1, so the per-IP limit stays out of the way.
 GUARDED = {
     **UNLIMITED,
-    "LEADERBOARD_RATE_PLAYER_PER_MIN": "30",
+    "LEADERBOARD_RATE_PLAYER_PER_MIN": "12",
     "LEADERBOARD_RATE_PLAYER_BURST": "10",
 }
 
