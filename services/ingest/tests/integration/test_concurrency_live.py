@@ -8,6 +8,11 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import httpx
+
+from leaderboard.cli.processes import free_port
+from leaderboard.cli.services import ServiceSpec, leaderboard_cmd
+
 SETTLE = 1.4
 
 
@@ -47,3 +52,37 @@ async def test_concurrent_service_batches_with_one_action_id_accept_it_once(open
     assert bodies == {(1, 0): 1, (0, 1): 19}, bodies
     log = await rig.read_topic(rig.topics.actions)
     assert len([e for e in log if e["actionId"] == action_id]) == 1
+
+
+async def test_two_ingest_replicas_share_one_ticket_state(open_rig: Any, tmp_path: Any) -> None:
+    """Stateless replicas: a race spread over two ingest processes still yields one completion."""
+    rig, system = open_rig, open_rig.system
+    port = free_port()
+    spec = ServiceSpec(
+        "ingest-2",
+        leaderboard_cmd("ingest", "--port", str(port)),
+        dict(system.env),
+        f"http://127.0.0.1:{port}/readyz",
+        tmp_path / "ingest-2.log",
+    )
+    system.supervisor.start(spec)
+    try:
+        await asyncio.to_thread(system.supervisor.wait_ready, "ingest-2")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as second:
+            player = rig.player("Twin")
+            ticket = await rig.start(player)  # issued by one replica ...
+            await asyncio.sleep(SETTLE)
+            body = {"actionId": ticket["actionId"], "timestamp": int(time.time())}
+            responses = await asyncio.gather(
+                *(
+                    (rig.http if i % 2 else second).post(
+                        "/api/v1/score/update", json=body, headers=player.headers
+                    )
+                    for i in range(40)
+                )  # ... completed through both
+            )
+        assert Counter(r.status_code for r in responses) == {202: 1, 409: 39}
+        log = await rig.read_topic(rig.topics.actions)
+        assert len([e for e in log if e["actionId"] == ticket["actionId"]]) == 1
+    finally:
+        await asyncio.to_thread(system.supervisor.stop, "ingest-2")
