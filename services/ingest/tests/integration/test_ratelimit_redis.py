@@ -79,3 +79,19 @@ async def test_a_released_claim_can_be_claimed_again_and_a_confirmed_one_cannot(
     again = await store.claim(ticket, user, uuid.uuid4(), 30_000, {"quest": 5})
     assert (again.outcome, again.detail) == ("used", str(second))
     assert (await store.claim(ticket, str(uuid.uuid4()), uuid.uuid4(), 30_000, {})).outcome == "forbidden"
+
+
+async def test_unused_tickets_leave_redis_soon_after_expiry_used_ones_are_kept(
+    redis: Redis, prefix: str
+) -> None:
+    store = TicketStore(redis, prefix)
+    unused, used, user = uuid.uuid4(), uuid.uuid4(), str(uuid.uuid4())
+    for ticket in (unused, used):
+        await store.issue(ticket, user, "quest", 50, min_ms=0, ttl_ms=60_000, keep_ms=3_600_000)
+    event = uuid.uuid4()
+    assert (await store.claim(used, user, event, 30_000, {})).outcome == "ok"
+    await store.confirm(used, event, 86_400_000)
+    unused_ttl = await redis.pttl(f"{prefix}:ticket:{unused}")
+    used_ttl = await redis.pttl(f"{prefix}:ticket:{used}")
+    assert 3_600_000 < unused_ttl <= 3_660_000
+    assert 86_000_000 < used_ttl <= 86_400_000

@@ -79,7 +79,9 @@ class IngestService:
             spec.points,
             min_ms=int(spec.min_seconds * 1000),
             ttl_ms=spec.ttl_seconds * 1000,
-            keep_ms=self.settings.used_ticket_retention_s * 1000,
+            # An unused ticket is kept only a while past its expiry (to answer 410 rather than 404):
+            # tickets a player starts and never completes must not pile up in Redis for a day.
+            keep_ms=self.settings.expired_ticket_retention_s * 1000,
         )
         return domain.ActionStarted(
             action_id=action_id,

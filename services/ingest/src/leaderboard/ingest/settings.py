@@ -31,7 +31,10 @@ class IngestSettings(HttpServiceSettings):
     timestamp_skew_s: int = 300
     # How long accepted service actionIds are remembered to report duplicates (the scorer dedupes forever).
     dedupe_window_s: int = 86400
+    # A used ticket is remembered this long (a repeat gets 409 with its eventId, not 404) ...
     used_ticket_retention_s: int = 86400
+    # ... an unused one this long past its expiry (a late completion gets 410, not 404).
+    expired_ticket_retention_s: int = Field(3600, ge=60)
     claim_lease_s: int = 30
     dev_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8090", "http://localhost:8090"])
     legacy_action_type: str = Field("quest", description="Catalog type that seed 004's POST /score maps to.")
