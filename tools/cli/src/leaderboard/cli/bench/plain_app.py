@@ -51,6 +51,7 @@ def main() -> None:
         port=args.port,
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # as ingest runs it
         timeout_graceful_shutdown=5,
     )
 
