@@ -73,6 +73,7 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
     producer = new_producer(settings, linger_ms=0)
     await producer.start()
     publisher = _Publisher(producer, Topics(settings.topic_prefix).changes)
+    baseline: dict[str, Any] = {}
     try:
         for n in ctx.sizes.clients:
             supervisor = Supervisor()
@@ -87,13 +88,13 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
                 try:
                     port = _start_naive(supervisor, ns.env, ctx, f"fanout-naive-{n}")
                     pid = supervisor.running[f"fanout-naive-{n}"].proc.pid
-                    out.setdefault("baseline_sequential", {})[f"clients_{n}"] = await _measure(
-                        ctx, publisher, port, n, pid, naive=True
-                    )
+                    baseline[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid, naive=True)
                 finally:
                     supervisor.stop_all()
     finally:
         await producer.stop()
+    if baseline:
+        out["baseline_sequential"] = baseline
     return out
 
 
