@@ -121,5 +121,6 @@ async def test_both_instances_deliver_every_change(pair: tuple[System, str]) -> 
         sent = a["broadcaster_messages_sent_total"] - b.get("broadcaster_messages_sent_total", 0)
         assert sent >= 3 * len(users)
         fanned = a["broadcaster_fanout_seconds_count"] - b.get("broadcaster_fanout_seconds_count", 0)
-        assert fanned == sent
+        # Every live change is timed; the snapshots the clients joined with are not fan-out.
+        assert 3 * len(users) <= fanned <= sent
         assert "broadcaster_coalesced_total" in a and "broadcaster_dropped_total" in a

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from leaderboard.broadcaster.hub import COALESCED, DROPPED, BoardState, Client, Hub, diff
+from leaderboard.broadcaster.hub import COALESCED, DROPPED, FANOUT, SENT, BoardState, Client, Hub, diff
 
 
 def entry(user: str, rank: int, score: int) -> dict[str, Any]:
@@ -146,3 +146,23 @@ def test_diff_names_moved_new_and_dropped_users() -> None:
     new = [entry("b", 1, 20), entry("a", 2, 10), entry("d", 3, 2)]
     assert sorted(diff(old, new)) == ["a", "b", "c", "d"]
     assert diff(old, old) == []
+
+
+def fanout_count() -> float:
+    return next(s.value for s in FANOUT.collect()[0].samples if s.name.endswith("_count"))
+
+
+async def test_fanout_delay_times_live_changes_not_the_snapshot_a_client_joins_with() -> None:
+    hub = Hub(history_size=8, send_timeout=5)
+    hub.publish(state(1))
+    r = Recorder(hub)
+    hub.attach(r.client)  # starts from the state the hub already holds: not a fan-out
+    task = asyncio.create_task(r.client.run())
+    observed, sent = fanout_count(), SENT._value.get()
+    await settle()
+    assert r.versions == [1] and fanout_count() == observed and SENT._value.get() == sent + 1
+    hub.publish(state(2))  # a change fanned out now
+    await settle()
+    assert r.versions == [1, 2] and fanout_count() == observed + 1 and SENT._value.get() == sent + 2
+    hub.detach(r.client)
+    await task

@@ -90,10 +90,14 @@ class Client:
         self.last: BoardState | None = None
         self._next: BoardState | None = None
         self._next_kind = "update"
+        self._next_live = True
         self._wake = asyncio.Event()
         self.closed = asyncio.Event()
 
-    def offer(self, state: BoardState, kind: str = "update") -> None:
+    def offer(self, state: BoardState, kind: str = "update", live: bool = True) -> None:
+        """Put ``state`` in the one-slot mailbox. ``live``: a change being fanned out now (timed by
+        the fan-out histogram), rather than the state a (re)connecting client starts from."""
+        self._next_live = live
         if self._next is not None:
             COALESCED.inc()
             if kind == "snapshot":
@@ -109,7 +113,7 @@ class Client:
             while not self.closed.is_set():
                 await self._wake.wait()
                 self._wake.clear()
-                state, kind = self._next, self._next_kind
+                state, kind, live = self._next, self._next_kind, self._next_live
                 self._next = None
                 if state is None:
                     continue
@@ -138,7 +142,8 @@ class Client:
                     return
                 self.last = state
                 SENT.inc()
-                FANOUT.observe(time.monotonic() - state.received)
+                if live:
+                    FANOUT.observe(time.monotonic() - state.received)
         finally:
             self.closed.set()
 
@@ -202,7 +207,7 @@ class Hub:
         if cur is None:
             return  # the first published state will reach it as a snapshot
         if since is None or epoch != cur.epoch or since > cur.version:
-            client.offer(cur, "snapshot")
+            client.offer(cur, "snapshot", live=False)
             return
         hist = self.history.get(client.board)
         base = hist.get(since) if hist is not None else None
@@ -210,9 +215,9 @@ class Hub:
             client.last = base
         elif base is not None:
             client.last = base
-            client.offer(cur, "update")
+            client.offer(cur, "update", live=False)
         else:
-            client.offer(cur, "snapshot")
+            client.offer(cur, "snapshot", live=False)
 
     def detach(self, client: Client) -> None:
         client.closed.set()

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 import uuid
@@ -156,6 +157,31 @@ class _Publisher:
         return v
 
 
+async def _buckets(port: int) -> dict[float, float]:
+    """The broadcaster's own fan-out histogram: upper bound (s) -> cumulative count."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(f"http://127.0.0.1:{port}/metrics")
+    out: dict[float, float] = {}
+    for line in r.text.splitlines():
+        if line.startswith("broadcaster_fanout_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[math.inf if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound of the histogram bucket holding quantile ``q`` of what was added in between
+    (a bound, as Prometheus buckets give; None when nothing was observed)."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0.0
+    if total <= 0:
+        return None
+    for le, cumulative in counts:
+        if cumulative >= q * total:
+            return le * 1000
+    return None
+
+
 async def _metric(port: int, name: str) -> float:
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.get(f"http://127.0.0.1:{port}/metrics")
@@ -208,6 +234,7 @@ async def _measure(
                 raise RuntimeError(f"a fan-out worker failed to connect its clients: {line!r}")
         await asyncio.sleep(1.0)
         rss_after = server.memory_info().rss
+        buckets0 = {} if naive else await _buckets(port)
         coalesced0 = 0.0 if naive else await _metric(port, "broadcaster_coalesced_total")
         dropped0 = 0.0 if naive else await _metric(port, "broadcaster_dropped_total")
 
@@ -225,6 +252,7 @@ async def _measure(
         for w in workers:
             assert w.stdout is not None
             reports.append(json.loads(await asyncio.wait_for(w.stdout.readline(), 300)))
+        buckets = {} if naive else await _buckets(port)
         coalesced = (0.0 if naive else await _metric(port, "broadcaster_coalesced_total")) - coalesced0
         dropped = (0.0 if naive else await _metric(port, "broadcaster_dropped_total")) - dropped0
     finally:
@@ -258,6 +286,12 @@ async def _measure(
         "memory_per_connection_kib": round((rss_after - rss_before) / n / 1024, 1),
     }
     if not naive:
+        # The server's share: from the change reaching the broadcaster to its frame being handed to
+        # each socket, as bucket bounds from the broadcaster's own histogram.
+        result["server_fanout_bound_ms"] = {
+            "p50_at_most": _bucket_quantile(buckets0, buckets, 0.5),
+            "p99_at_most": _bucket_quantile(buckets0, buckets, 0.99),
+        }
         result["coalesced"] = coalesced
         result["dropped"] = dropped
     return result
