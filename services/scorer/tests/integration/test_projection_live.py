@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -97,6 +98,13 @@ async def test_undecodable_records_go_to_the_dlq_and_the_stream_goes_on(kit: Any
     assert any("schemaVersion" in d.error for d in letters)
     metrics = await kit.metrics(system)
     assert metrics["dead_letter"] == len(garbage) and metrics["applied"] == 3
+    url = system.specs["scorer"].health_url.replace("/readyz", "/metrics")
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(url)).text
+    batches = re.search(r"^scorer_batch_size_count ([0-9.]+)$", text, re.M)
+    records = re.search(r"^scorer_batch_size_sum ([0-9.]+)$", text, re.M)
+    assert batches and records and float(records[1]) == len(garbage) + 3 >= float(batches[1]) >= 1
+    assert re.search(r'^scorer_consumer_lag\{partition="\d+"\} [0-9.]+$', text, re.M), text
 
 
 async def test_flushed_redis_is_rebuilt_on_restart_and_by_rebuild_cache(kit: Any) -> None:

@@ -36,8 +36,18 @@ async def consume(settings: ScorerSettings) -> None:
             await migrate(conn)
         projector = Projector(settings, pool, redis, kafka)
         await projector.ensure_board()
+        # The group timings the Faust app uses. The request timeout matters on Tansu: with aiokafka's
+        # default (40 s) its JoinGroup answers RequestTimedOut over and over; Faust sends 90 s.
+        session_ms = int(settings.session_timeout_s * 1000)
         consumer = new_consumer(
-            settings, topic, group_id=f"{settings.scorer_group}-plain", max_poll_records=settings.batch_size
+            settings,
+            topic,
+            group_id=f"{settings.scorer_group}-plain",
+            max_poll_records=settings.batch_size,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(500, session_ms // 10),
+            rebalance_timeout_ms=max(10_000, session_ms * 2),
+            request_timeout_ms=90_000,
         )
         await consumer.start()
         log.warning("plain consumer ready: batches of up to %d", settings.batch_size)
