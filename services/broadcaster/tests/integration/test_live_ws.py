@@ -132,7 +132,7 @@ async def test_a_stalled_client_is_coalesced_or_dropped_and_never_delays_the_oth
     await feed.publish(size=100, name_len=40)
     stalled, rcvbuf = await stalled_client(url, 32 * 1024)
     snapshot = await first_of_epoch(stalled, feed.epoch)
-    others = [await websockets.connect(ws_url(url), ping_interval=None) for _ in range(20)]
+    others = [await websockets.connect(ws_url(url), ping_interval=None) for _ in range(5)]
     for ws in others:
         await first_of_epoch(ws, feed.epoch)
     before = await read_metric(url, "broadcaster_coalesced_total") + await read_metric(
@@ -143,33 +143,24 @@ async def test_a_stalled_client_is_coalesced_or_dropped_and_never_delays_the_oth
     # the server's send buffer at its largest, the server's write buffer and the client's queue.
     frame_bytes = len(json.dumps(snapshot, separators=(",", ":")))
     capacity = rcvbuf + kernel_max_send_buffer() + 4 * 65536 + 2 * frame_bytes
-    count = 2 * capacity // frame_bytes + 1
-    sent = 0
-    for _ in range(0, count, 100):
-        last = await feed.publish(100, size=100, name_len=40)
-        sent += 100 * frame_bytes
-    assert sent > capacity
-
-    async def follow(ws: ClientConnection) -> list[int]:
-        versions: list[int] = []
-        while not versions or versions[-1] < last:
-            frame = await recv_json(ws, 120)
-            assert frame["top"] == feed.tops[frame["version"]]
-            versions.append(frame["version"])
-        return versions
-
+    first = feed.version + 1
     try:
-        results = await asyncio.wait_for(asyncio.gather(*(follow(ws) for ws in others)), 240)
-        for versions in results:
-            assert_in_order(versions)
-            assert versions[-1] == last
+        # One change at a time, the next once every other client has this one: they get every version,
+        # in order, however stuck the stalled one is. So nothing the counters record comes from them.
+        while (feed.version - first + 1) * frame_bytes <= capacity * 3 // 2:
+            version = await feed.publish(size=100, name_len=40)
+            for ws in others:
+                frame = await recv_json(ws, 60)
+                assert (frame["type"], frame["version"]) == ("update", version)
+                assert frame["top"] == feed.tops[version]
+        last = feed.version
         after = await read_metric(url, "broadcaster_coalesced_total") + await read_metric(
             url, "broadcaster_dropped_total"
         )
         assert after > before
 
         # The stalled client, reading again, sees increasing versions up to the latest state (coalesced)
-        # or a closed connection (dropped); never an older state, never unbounded backlog.
+        # or a closed connection (dropped); never an older state, never the whole backlog.
         versions = [snapshot["version"]]
         with contextlib.suppress(websockets.ConnectionClosed):
             while versions[-1] < last:
@@ -177,7 +168,7 @@ async def test_a_stalled_client_is_coalesced_or_dropped_and_never_delays_the_oth
                 assert frame["top"] == feed.tops[frame["version"]]
                 versions.append(frame["version"])
         assert_in_order(versions)
-        assert len(versions) < last  # it could not have received every version
+        assert len(versions) < last - first  # it could not have received every version
     finally:
         for ws in [stalled, *others]:
             await ws.close()

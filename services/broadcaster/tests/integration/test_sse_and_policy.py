@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -236,3 +237,57 @@ async def test_reads_can_require_a_token(guarded_url: str, broadcasters: Broadca
         await ws.ping()
     async with websockets.connect(ws_url(guarded_url), additional_headers=auth) as ws:
         await ws.ping()
+
+
+def kernel_max_send_buffer() -> int:
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        return int(f.read().split()[2])
+
+
+async def read_metric(http_url: str, name: str) -> float:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{http_url}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name)] in " {"
+    )
+
+
+async def test_a_stalled_sse_client_is_coalesced_and_never_delays_the_others(
+    url: str, changes: Callable[[], ChangeProducer]
+) -> None:
+    feed = changes()
+    await feed.publish(size=100, name_len=40)
+    # A raw HTTP client with a small receive buffer that reads the headers and then stops reading.
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
+    writer.write(f"GET /api/v1/leaderboard/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    await writer.drain()
+    assert b"200" in await asyncio.wait_for(reader.readline(), 30)
+    rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    before = await read_metric(url, "broadcaster_coalesced_total") + await read_metric(
+        url, "broadcaster_dropped_total"
+    )
+    try:
+        async with sse(url, since=feed.version, epoch=feed.epoch) as other:
+            capacity = rcvbuf + kernel_max_send_buffer() + 4 * 65536
+            frame_bytes = len(json.dumps({"top": feed.tops[feed.version]}))
+            first = feed.version + 1
+            # One change at a time, the next once the other client has this one: it gets every
+            # version however stuck the stalled one is, so the counters only record the stalled one.
+            while (feed.version - first + 1) * frame_bytes <= capacity * 3 // 2:
+                version = await feed.publish(size=100, name_len=40)
+                event = await other.next(60)
+                assert (event["event"], event["version"]) == ("update", version)
+                assert event["top"] == feed.tops[version]
+        after = await read_metric(url, "broadcaster_coalesced_total") + await read_metric(
+            url, "broadcaster_dropped_total"
+        )
+        assert after > before
+    finally:
+        writer.close()
