@@ -172,6 +172,12 @@ async def test_per_ip_cap_when_configured(strict_url: str, url: str) -> None:
                 await ws.close()
     else:
         raise AssertionError("the per-IP slots were not released")
+    for _ in range(200):  # and nothing is left behind on the server
+        if await read_metric(strict_url, "broadcaster_clients") == 0:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("closed WebSockets are still counted as connected")
 
 
 async def test_idle_timeout_and_keepalive(strict_url: str) -> None:
