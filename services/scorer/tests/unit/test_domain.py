@@ -15,10 +15,12 @@ from leaderboard.scorer.domain import (
     Decoded,
     Record,
     ScoreRow,
+    TopChange,
     VelocityCap,
     changed_entries,
     decode_batch,
     first_occurrences,
+    merge_changes,
     velocity_caps,
     velocity_verdicts,
 )
@@ -211,3 +213,18 @@ def test_ties_break_by_reached_time_then_user_id() -> None:
     keys = [RankKey(10, 5, b), RankKey(10, 5, a), RankKey(10, 4, b), RankKey(11, 9, b)]
     ordered = sorted(keys, key=lambda k: k.member())
     assert ordered == [RankKey(11, 9, b), RankKey(10, 4, b), RankKey(10, 5, a), RankKey(10, 5, b)]
+
+
+# merge_changes -----------------------------------------------------------------------------------
+
+
+def test_merge_changes_keeps_an_unsent_change_until_a_newer_one_replaces_it() -> None:
+    a, b, c = [("m-a", "A")], [("m-b", "B")], [("m-c", "C")]
+    unsent = TopChange("e1", 4, a, b)
+    assert merge_changes(None, None) is None
+    assert merge_changes(unsent, None) == unsent  # a retried batch whose script saw no change
+    assert merge_changes(None, unsent) == unsent
+    # Newest top and version, compared with the top readers last heard of.
+    assert merge_changes(unsent, TopChange("e1", 5, b, c)) == TopChange("e1", 5, a, c)
+    # A new epoch is a fresh board: nothing older to compare with.
+    assert merge_changes(unsent, TopChange("e2", 1, [], c)) == TopChange("e2", 1, [], c)

@@ -83,6 +83,27 @@ class ScoreRow:
         return RankKey(self.score, self.reached_ms, self.user_id).member()
 
 
+@dataclass(frozen=True)
+class TopChange:
+    """The board's top N moved to ``new`` at ``version`` (pairs of rank member and username)."""
+
+    epoch: str
+    version: int
+    old: list[tuple[str, str]]  # (member, username)
+    new: list[tuple[str, str]]
+
+
+def merge_changes(pending: TopChange | None, change: TopChange | None) -> TopChange | None:
+    """A change not announced yet (its send failed and the batch is being retried) and a newer one
+    become one announcement: the newest top and version, measured against the oldest top still
+    known to readers (none across epochs: a new epoch is a fresh board)."""
+    if pending is None or change is None:
+        return change or pending
+    return TopChange(
+        change.epoch, change.version, pending.old if pending.epoch == change.epoch else [], change.new
+    )
+
+
 def changed_entries(old: Sequence[RankedEntry], new: Sequence[RankedEntry]) -> list[UUID]:
     """Users whose rank, score or name differs between two tops, or who entered or left it."""
     before = {e.user_id: (e.rank, e.score, e.username) for e in old}

@@ -34,7 +34,8 @@ from leaderboard.common.ranking import ranked_entries
 from leaderboard.common.topics import Topics
 from leaderboard.scorer import domain
 from leaderboard.scorer.adapters import projection
-from leaderboard.scorer.adapters.board import NoEpoch, RedisBoard, TopChange
+from leaderboard.scorer.adapters.board import NoEpoch, RedisBoard
+from leaderboard.scorer.domain import TopChange
 from leaderboard.scorer.settings import FaultPoint, ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -130,12 +131,8 @@ class Projector:
             self.fault("after_postgres")
             change = await self._apply_redis(applied.rows)
             self.fault("after_redis")
-            if change is not None:  # kept until sent, so a retried batch still announces it
-                pending = self._pending
-                self._pending = change if pending is None else TopChange(
-                    change.epoch, change.version, pending.old if pending.epoch == change.epoch else [],
-                    change.new,
-                )  # fmt: skip
+            # Kept until sent, so that a retried batch still announces what its first attempt changed.
+            self._pending = domain.merge_changes(self._pending, change)
             if self._pending is not None:
                 await self._announce(self._pending)
                 change, self._pending = self._pending, None

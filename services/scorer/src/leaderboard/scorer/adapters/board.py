@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from leaderboard.common.ranking import BoardKeys, decode_top
-from leaderboard.scorer.domain import ScoreRow
+from leaderboard.scorer.domain import ScoreRow, TopChange
 
 APPLY = """
 local meta = KEYS[4]
@@ -53,14 +52,6 @@ local version = redis.call('HINCRBY', meta, 'version', 1)
 redis.call('HSET', meta, 'top', encoded)
 return {'CHANGED', epoch, tostring(version), old, encoded}
 """
-
-
-@dataclass(frozen=True)
-class TopChange:
-    epoch: str
-    version: int
-    old: list[tuple[str, str]]  # (member, username)
-    new: list[tuple[str, str]]
 
 
 def _text(value: bytes | str) -> str:
