@@ -8,7 +8,7 @@ through the environment alone.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,3 +99,18 @@ class HttpServiceSettings(CommonSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
+
+    def uvicorn_options(self, port: int) -> dict[str, Any]:
+        """What both HTTP services pass to ``uvicorn.run`` besides their own protocol options."""
+        return {
+            "host": self.host,
+            "port": port,
+            "log_config": None,
+            "access_log": False,
+            # uvicorn would otherwise rewrite the client address from X-Forwarded-For for any peer in
+            # FORWARDED_ALLOW_IPS (127.0.0.1 by default), behind our back: the client IP is decided only
+            # by ClientIpResolver and the `trusted_proxies` setting.
+            "proxy_headers": False,
+            "ssl_certfile": str(self.tls_certfile) if self.tls_certfile else None,
+            "ssl_keyfile": str(self.tls_keyfile) if self.tls_keyfile else None,
+        }

@@ -28,17 +28,12 @@ def run(port: int | None = None) -> None:
     logging.getLogger("uvicorn.error").addFilter(_RefusalNoise())
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
+        **settings.uvicorn_options(settings.port),
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=4096,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
-        ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
-        ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         timeout_graceful_shutdown=3,
         backlog=4096,
     )
