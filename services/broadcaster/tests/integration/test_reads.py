@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from leaderboard.cli.testing import Namespace, System
+from leaderboard.cli.testing import Namespace, System, running_system
 
 # 26 users: scores with ties. Batch 1 is accepted at one instant, so its ties order by userId;
 # the late user of batch 2 ties with the leaders but reached that score later, so ranks after them.
@@ -23,14 +23,8 @@ SCORES += [9, 8, 7]
 
 @pytest.fixture(scope="module")
 def reads_system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    ns = Namespace.create(base_env)
-    sys_ = System(ns, tmp_path_factory.mktemp("reads-logs"))
-    try:
-        sys_.start()
-        yield sys_
-    finally:
-        sys_.stop()
-        ns.drop()
+    with running_system(Namespace.create(base_env), tmp_path_factory.mktemp("reads-logs")) as system:
+        yield system
 
 
 def event(user: str, points: int, name: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from leaderboard.cli.processes import free_port
 from leaderboard.cli.stack import EmbeddedStack, StackPorts
-from leaderboard.cli.testing import Namespace, System
+from leaderboard.cli.testing import Namespace, System, running_system
 from leaderboard.common.auth import PRIVATE_KEY_NAME, okp_thumbprint
 from leaderboard.common.events import iso_ms, now_ms
 from leaderboard.common.kafka import new_consumer
@@ -336,15 +336,6 @@ class Tail:
         raise AssertionError(f"no record with {fields} within {within:.0f}s")
 
 
-def start_system(ns: Namespace, logs: Path, env: dict[str, str], only: list[str] | None = None) -> System:
-    system = System(ns, logs, extra_env=env)
-    try:
-        return system.start(only=only)
-    except BaseException:
-        system.stop()
-        raise
-
-
 @pytest.fixture(scope="session")
 def ingest_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_catalog(tmp_path_factory.mktemp("ingest-catalog") / "catalog.toml")
@@ -355,17 +346,12 @@ def guarded_system(
     base_env: dict[str, str], ingest_catalog: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
     """ingest + scorer + broadcaster with tight per-player rate limits: the security battery."""
-    ns = Namespace.create(base_env)
-    try:
-        system = start_system(
-            ns, tmp_path_factory.mktemp("guarded-logs"), ingest_env(ingest_catalog, **GUARDED)
-        )
-        try:
-            yield system
-        finally:
-            system.stop()
-    finally:
-        ns.drop()
+    with running_system(
+        Namespace.create(base_env),
+        tmp_path_factory.mktemp("guarded-logs"),
+        extra_env=ingest_env(ingest_catalog, **GUARDED),
+    ) as system:
+        yield system
 
 
 @pytest.fixture(scope="session")
@@ -374,20 +360,13 @@ def open_system(
 ) -> Iterator[System]:
     """ingest alone, limits out of the way: concurrency, the schema, metrics. It sits behind a trusted
     proxy (127.0.0.1) and allows one CORS origin."""
-    ns = Namespace.create(base_env)
-    try:
-        system = start_system(
-            ns,
-            tmp_path_factory.mktemp("open-logs"),
-            ingest_env(ingest_catalog, **UNLIMITED, **TRUSTED),
-            only=["ingest"],
-        )
-        try:
-            yield system
-        finally:
-            system.stop()
-    finally:
-        ns.drop()
+    with running_system(
+        Namespace.create(base_env),
+        tmp_path_factory.mktemp("open-logs"),
+        extra_env=ingest_env(ingest_catalog, **UNLIMITED, **TRUSTED),
+        only=["ingest"],
+    ) as system:
+        yield system
 
 
 @pytest.fixture(scope="session")

@@ -179,6 +179,20 @@ class System:
         return mint_token(self.ns.settings(), sub=sub or str(uuid.uuid4()), role=role, name=name, ttl_s=ttl)
 
 
+@contextmanager
+def running_system(
+    ns: Namespace, log_dir: Path, *, extra_env: dict[str, str] | None = None, only: list[str] | None = None
+) -> Iterator[System]:
+    """Start ``ns``'s services (all, or ``only`` these); on exit, also when starting fails, stop them and
+    drop the namespace."""
+    system = System(ns, log_dir, extra_env=dict(extra_env or {}))
+    try:
+        yield system.start(only=only)
+    finally:
+        system.stop()
+        ns.drop()
+
+
 def wait_until(
     predicate: object, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"
 ) -> None:

@@ -21,20 +21,14 @@ import websockets
 
 from leaderboard.cli.bench.common import BENCH_POINTS, BENCH_TYPE, Context
 from leaderboard.cli.bench.stats import summarize
-from leaderboard.cli.testing import System
+from leaderboard.cli.testing import System, running_system
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    ns = ctx.namespace()
-    system = System(ns, ctx.log_dir("e2e"))
-    try:
-        system.start()
+    with running_system(ctx.namespace(), ctx.log_dir("e2e")) as system:
         user = str(uuid.uuid4())
         token = system.token(user, "player", name="bench-e2e")
         return asyncio.run(_measure(ctx, system, user, token))
-    finally:
-        system.stop()
-        ns.drop()
 
 
 def _score_of(top: list[dict[str, Any]], user: str) -> int | None:
