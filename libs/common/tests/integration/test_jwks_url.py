@@ -17,7 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from leaderboard.common.auth import AuthError, TokenVerifier
+from leaderboard.common.auth import AuthError, TokenVerifier, token_claims
 from leaderboard.common.settings import CommonSettings
 
 
@@ -63,15 +63,7 @@ def idp() -> Iterator[KeyServer]:
 
 
 def token(settings: CommonSettings, key: ed25519.Ed25519PrivateKey, kid: str) -> str:
-    now = int(time.time())
-    claims = {
-        "sub": str(uuid.uuid4()),
-        "role": "service",
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + 300,
-    }
+    claims = token_claims(settings, sub=str(uuid.uuid4()), role="service", ttl_s=300)
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"typ": "JWT", "kid": kid})
 
 

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from leaderboard.common.auth import AuthError, TokenVerifier, ensure_dev_keys, mint_token
+from leaderboard.common.auth import AuthError, TokenVerifier, ensure_dev_keys, mint_token, token_claims
 from leaderboard.common.settings import CommonSettings
 
 
@@ -53,15 +53,7 @@ def test_alg_none_and_confusion_refused(settings: CommonSettings) -> None:
 def test_foreign_key_and_tampering_refused(settings: CommonSettings) -> None:
     ensure_dev_keys(settings.keys_dir)
     verifier = TokenVerifier(settings)
-    now = int(time.time())
-    claims = {
-        "sub": str(uuid.uuid4()),
-        "role": "player",
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = token_claims(settings, sub=str(uuid.uuid4()), role="player", ttl_s=60)
     other = jwt.encode(
         claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"typ": "JWT"}
     )
@@ -120,15 +112,7 @@ def test_claims_enforced(settings: CommonSettings, change: dict[str, object], re
 def test_hs256_only_with_explicit_secret(tmp_path: Path) -> None:
     secret = "s" * 40
     settings = CommonSettings(keys_dir=tmp_path, jwt_hs256_secret=secret)
-    now = int(time.time())
-    claims = {
-        "sub": str(uuid.uuid4()),
-        "role": "service",
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = token_claims(settings, sub=str(uuid.uuid4()), role="service", ttl_s=60)
     token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
     assert TokenVerifier(settings).verify(token).role == "service"
     with pytest.raises(ValueError):

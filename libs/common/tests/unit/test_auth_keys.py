@@ -4,7 +4,6 @@ several keys picked by kid (rotation: old and new keys verify side by side)."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from leaderboard.common.auth import AuthError, TokenVerifier
+from leaderboard.common.auth import AuthError, TokenVerifier, token_claims
 from leaderboard.common.settings import CommonSettings
 
 
 def claims(settings: CommonSettings, **changes: Any) -> dict[str, Any]:
-    now = int(time.time())
-    out = {
-        "sub": str(uuid.uuid4()),
-        "role": "player",
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + 300,
-        **changes,
-    }
-    return out
+    return {**token_claims(settings, sub=str(uuid.uuid4()), role="player", ttl_s=300), **changes}
 
 
 def public_pem(key: Any) -> bytes:

@@ -236,6 +236,25 @@ class TokenVerifier:
         return Principal(sub=str(uuid.UUID(str(sub))), role=role, name=name, claims=claims)
 
 
+def token_claims(
+    settings: CommonSettings, *, sub: str, role: Role, name: str | None = None, ttl_s: int = 3600
+) -> dict[str, Any]:
+    """The claims this deployment requires (SPEC §4), valid from now for ``ttl_s`` seconds."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "role": role,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
+    }
+    if name:
+        claims["name"] = name
+    return claims
+
+
 def mint_token(
     settings: CommonSettings,
     *,
@@ -250,18 +269,6 @@ def mint_token(
     private = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
     if not isinstance(private, ed25519.Ed25519PrivateKey):
         raise RuntimeError(f"{private_path} is not an Ed25519 key")
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": sub,
-        "role": role,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + ttl_s,
-        "jti": uuid.uuid4().hex,
-    }
-    if name:
-        claims["name"] = name
-    claims.update(extra_claims or {})
+    claims = {**token_claims(settings, sub=sub, role=role, name=name, ttl_s=ttl_s), **(extra_claims or {})}
     headers = {"kid": okp_thumbprint(private.public_key()), "typ": "JWT"}
     return jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
