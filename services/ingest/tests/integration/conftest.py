@@ -412,7 +412,9 @@ class Isolated:
 
     @property
     def pid(self) -> int:
-        return self.stack._procs[self.store].pid  # the server this stack started (and will stop)
+        pid = self.stack.pid(self.store)  # the server this stack started (and will stop)
+        assert pid is not None, f"the isolated {self.store} is not running"
+        return pid
 
     def freeze(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
@@ -456,7 +458,7 @@ async def isolated(
         return await asyncio.to_thread(make_sync, store, env)
 
     def remove(iso: Isolated) -> None:
-        if iso.stack._procs.get(iso.store) is not None:
+        if iso.stack.pid(iso.store) is not None:
             with contextlib.suppress(ProcessLookupError):
                 iso.thaw()  # never leave a frozen server behind
         iso.system.stop()

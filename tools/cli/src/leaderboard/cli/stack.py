@@ -90,6 +90,11 @@ class EmbeddedStack:
                 stop(proc, sig=signal.SIGINT if name == "postgres" else signal.SIGTERM)
                 self.pidfile.forget(name)
 
+    def pid(self, name: str) -> int | None:
+        """The pid of the ``kafka``, ``redis`` or ``postgres`` server this stack started and still runs."""
+        proc = self._procs.get(name)
+        return proc.pid if proc is not None else None
+
     def _record(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         self._procs[name] = proc
         self.pidfile.record(name, proc.pid)
