@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from leaderboard.common.catalog import Catalog
 from leaderboard.common.web import ApiError
 from leaderboard.ingest import domain
-from leaderboard.ingest.catalog import Catalog
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CATALOG = Catalog.load(None)

@@ -60,6 +60,9 @@ class CommonSettings(BaseSettings):
     jwt_leeway_s: int = Field(10, ge=0, le=120)
     keys_dir: Path = Path(".leaderboard/keys")
 
+    catalog_file: Path | None = Field(
+        None, description="TOML action catalog; the packaged default when unset."
+    )
     board_top_n: int = Field(10, ge=1, le=100)
     log_level: str = "INFO"
 

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from leaderboard.common.auth import AuthError, Principal, TokenVerifier, mint_token
+from leaderboard.common.catalog import Catalog
 from leaderboard.common.events import AttemptRejected, now_ms
 from leaderboard.common.kafka import ensure_topics, producer
 from leaderboard.common.redis import redis_client
@@ -45,7 +46,6 @@ from leaderboard.ingest.adapters.applied import AppliedWaiter
 from leaderboard.ingest.adapters.publisher import Publisher
 from leaderboard.ingest.adapters.ratelimit import Limit, RateLimiter
 from leaderboard.ingest.adapters.tickets import TicketStore
-from leaderboard.ingest.catalog import Catalog
 from leaderboard.ingest.middleware import BufferedBodyLimit
 from leaderboard.ingest.service import IngestService
 from leaderboard.ingest.settings import IngestSettings

@@ -11,9 +11,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
 
+from leaderboard.common.catalog import ActionSpec, Catalog
 from leaderboard.common.events import MAX_POINTS, ActionType, Username, utc_ms
 from leaderboard.common.web import ApiError
-from leaderboard.ingest.catalog import ActionSpec, Catalog
 
 
 class Strict(BaseModel):

@@ -13,13 +13,13 @@ from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from leaderboard.common.auth import Principal
+from leaderboard.common.catalog import Catalog
 from leaderboard.common.events import ActionCompleted, from_epoch_ms, iso_ms, now_ms
 from leaderboard.common.web import ApiError
 from leaderboard.ingest import domain
 from leaderboard.ingest.adapters.applied import AppliedWaiter
 from leaderboard.ingest.adapters.publisher import Publisher, PublishFailed
 from leaderboard.ingest.adapters.tickets import TicketStore
-from leaderboard.ingest.catalog import Catalog
 from leaderboard.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from leaderboard.common.settings import HttpServiceSettings
@@ -11,9 +9,6 @@ from leaderboard.common.settings import HttpServiceSettings
 
 class IngestSettings(HttpServiceSettings):
     port: int = 8080
-    catalog_file: Path | None = Field(
-        None, description="TOML action catalog; the packaged default when unset."
-    )
     # One full batch (1,000 events with 64-character usernames) is about 260 KB.
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_events: int = 1000

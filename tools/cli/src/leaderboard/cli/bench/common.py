@@ -118,7 +118,7 @@ class Context:
 def write_catalog(path: Path) -> Path:
     """The packaged catalog plus a ``bench`` type that can be completed at once and has no cap,
     so the player path measures the service rather than the pacing rules."""
-    default = resources.files("leaderboard.ingest").joinpath("catalog.default.toml").read_text()
+    default = resources.files("leaderboard.common").joinpath("catalog.default.toml").read_text()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         default

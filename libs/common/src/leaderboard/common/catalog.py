@@ -1,4 +1,7 @@
-"""The action catalog (a TOML file): points, bounds, pacing and caps per action type. Pure."""
+"""The action catalog (a TOML file): points, bounds, pacing and caps per action type. Pure.
+
+Shared: ingest prices and paces player actions with it, the scorer derives its default velocity caps
+from the per-hour caps (so the service path is capped too, see ``LEADERBOARD_SERVICE_CAPS``)."""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ class Catalog:
     @classmethod
     def load(cls, path: Path | None) -> Catalog:
         if path is None:
-            text = resources.files("leaderboard.ingest").joinpath("catalog.default.toml").read_text()
+            text = resources.files("leaderboard.common").joinpath("catalog.default.toml").read_text()
         else:
             text = path.read_text()
         return cls(CatalogFile.model_validate(tomllib.loads(text)).actions)
