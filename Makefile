@@ -20,7 +20,15 @@ $(STAMP): requirements.lock $(UV) $(wildcard */*/pyproject.toml) pyproject.toml
 	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements.lock
 	touch $(STAMP)
 
-install: $(STAMP)
+# checkov pins packages that would move the workspace's own pins, so it has its own venv and lock.
+CHECKOV := $(TOOLS)/checkov/bin/checkov
+
+$(CHECKOV): deploy/ci/requirements-checkov.lock $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(TOOLS)/checkov
+	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync --quiet deploy/ci/requirements-checkov.lock
+	touch $(CHECKOV)
+
+install: $(STAMP) $(CHECKOV)
 
 run: install
 	$(BIN)/leaderboard dev
@@ -46,6 +54,7 @@ lint: install
 lock: $(UV)
 	$(UV) lock --quiet
 	$(UV) export --quiet --format requirements-txt --all-packages --all-groups --no-header -o requirements.lock
+	$(UV) pip compile --quiet --generate-hashes --python-version 3.11 --no-header deploy/ci/requirements-checkov.in -o deploy/ci/requirements-checkov.lock
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .leaderboard/stack .pytest_cache .mypy_cache .ruff_cache
