@@ -37,8 +37,11 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Rejected:
+    """A record for the dead-letter queue: undecodable (``event`` is None) or refused by a store."""
+
     record: Record
     error: str
+    event: ActionCompleted | None = None
 
 
 def decode_batch(records: Iterable[Record]) -> tuple[list[Decoded], list[Rejected]]:
@@ -135,33 +138,59 @@ def velocity_caps(config: Mapping[str, tuple[int, float]]) -> dict[str, Velocity
     return {action_type: VelocityCap.of(n, w) for action_type, (n, w) in config.items()}
 
 
+HOUR_MS = 3_600_000
+
+
+def catalog_caps(per_hour: Mapping[str, int]) -> dict[str, VelocityCap]:
+    """The service path's default caps: the catalog's per-hour completions per user and type
+    (0 means uncapped), over the hour before each event's acceptedAt."""
+    return {action_type: VelocityCap(n, HOUR_MS) for action_type, n in per_hour.items() if n > 0}
+
+
+@dataclass(frozen=True)
+class CapPolicy:
+    """Which caps hold an event: ``every`` for all sources (LEADERBOARD_VELOCITY_CAPS), ``service``
+    for game-backend events only (derived from the catalog). An event must fit all that apply."""
+
+    every: Mapping[str, VelocityCap]
+    service: Mapping[str, VelocityCap]
+
+    def caps_for(self, event: ActionCompleted) -> list[VelocityCap]:
+        caps = [self.every.get(event.action_type)]
+        if event.source == "service":
+            caps.append(self.service.get(event.action_type))
+        return [c for c in caps if c is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self.every or self.service)
+
+
 def velocity_verdicts(
     items: Sequence[Decoded],
     history: Mapping[tuple[str, str], Sequence[int]],
-    caps: Mapping[str, VelocityCap],
+    caps: Mapping[str, VelocityCap] | CapPolicy,
 ) -> tuple[list[Decoded], list[Quarantined]]:
-    """Split a batch (in log order) into events to apply and events over their velocity cap.
+    """Split a batch (in log order) into events to apply and events over a velocity cap.
 
-    ``history`` holds, per (userId, actionType), the acceptedAt epoch-ms of events already applied.
-    An event is over the cap when ``max_events`` applied events of its user and type lie in the
-    window ``(t - window, t]``; a quarantined event does not count towards later ones. Decisions use
-    only log times, so replaying the log makes the same decisions.
+    ``history`` holds, per (userId, actionType), the acceptedAt epoch-ms of events already applied
+    (of any source). An event is over a cap when ``max_events`` applied events of its user and type
+    lie in the window ``(t - window, t]``; a quarantined event does not count towards later ones.
+    Decisions use only log times, so replaying the log makes the same decisions. A plain mapping
+    of caps applies to every source.
     """
+    policy = caps if isinstance(caps, CapPolicy) else CapPolicy(caps, {})
     applied: dict[tuple[str, str], list[int]] = {}
     allowed: list[Decoded] = []
     quarantined: list[Quarantined] = []
     for d in items:
-        cap = caps.get(d.event.action_type)
-        if cap is None:
-            allowed.append(d)
-            continue
         key = (str(d.event.user_id), d.event.action_type)
         times = applied.get(key)
         if times is None:
             times = applied[key] = sorted(history.get(key, ()))
         t = epoch_ms(d.event.accepted_at)
-        in_window = bisect.bisect_right(times, t) - bisect.bisect_right(times, t - cap.window_ms)
-        if in_window >= cap.max_events:
+        full = [c for c in policy.caps_for(d.event) if _in_window(times, t, c) >= c.max_events]
+        if full:
+            cap = full[0]
             quarantined.append(
                 Quarantined(
                     d,
@@ -173,3 +202,7 @@ def velocity_verdicts(
         bisect.insort(times, t)
         allowed.append(d)
     return allowed, quarantined
+
+
+def _in_window(times: Sequence[int], t: int, cap: VelocityCap) -> int:
+    return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - cap.window_ms)

@@ -3,15 +3,23 @@ top-N changes. Used by the Faust agent, by ``leaderboard replay`` and by the ben
 so every path projects the log the same way.
 
 Order per batch (each step durable before the next; offsets are committed by the caller after):
-  1. decode; undecodable records go to the DLQ (awaited);
-  2. one Postgres transaction, idempotent by actionId, returning absolute scores;
+  1. decode; undecodable records go to the DLQ (awaited), each with an audit event;
+  2. one Postgres transaction, idempotent by actionId, returning absolute scores. When Postgres
+     refuses the batch because of a record's own data (``projection.record_caused``: a data
+     exception, a broken constraint, a program limit), the batch is bisected: each half is applied
+     in its own transaction, down to the single records that Postgres refuses, which go to the DLQ
+     with the store's error and an audit event (``record_dead_lettered``). Every other record is
+     applied, in log order, so caps and ties decide as they would have. Any other failure is
+     raised for the caller to retry;
   3. Redis: set those absolute scores and compare the top N in one script;
   4. if the top changed: BoardChanged to leaderboard.changes.v1 (awaited), version recorded in Postgres;
   5. a pub/sub notice of the new scores for ``?wait=true`` callers;
   6. audit events for newly quarantined actions (velocity caps), marked as sent in Postgres.
 A crash anywhere repeats the batch on redelivery, which is harmless: step 2 inserts nothing
 twice and steps 3-5 write absolute state; step 6 is retried from the ``audited_at IS NULL`` rows
-at the next start (at-least-once).
+at the next start (at-least-once). Dead letters are at-least-once too: a crash after a DLQ send
+and before the offset commit isolates the same record again and sends its letter (and audit
+event) a second time; readers of the DLQ dedupe by (topic, partition, offset).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 
+from leaderboard.common.catalog import Catalog
 from leaderboard.common.events import BoardChanged, DeadLetter, SecurityEvent, iso_ms, now_ms
 from leaderboard.common.ranking import ranked_entries
 from leaderboard.common.topics import Topics
@@ -36,6 +45,7 @@ from leaderboard.scorer import domain
 from leaderboard.scorer.adapters import projection
 from leaderboard.scorer.adapters.board import NoEpoch, RedisBoard
 from leaderboard.scorer.domain import TopChange
+from leaderboard.scorer.health import BATCH_FAILURES
 from leaderboard.scorer.settings import FaultPoint, ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -65,7 +75,7 @@ class Projector:
         self.pool, self.redis, self.producer = pool, redis, producer
         self.topics = Topics(settings.topic_prefix)
         self.board = RedisBoard(redis, settings.redis_prefix, settings.board, settings.board_top_n)
-        self.caps = domain.velocity_caps(settings.velocity_caps)
+        self.caps = cap_policy(settings)
         self._batches = 0
         self._pending: TopChange | None = None
 
@@ -127,7 +137,11 @@ class Projector:
             if bad:
                 await self._dead_letter(bad)
             unique, repeats = domain.first_occurrences(good)
-            applied = await self._apply_postgres(unique)
+            applied, refused = await self._apply_isolating(unique)
+            if refused:
+                await self._dead_letter(refused)
+                gone = {r.record for r in refused}
+                unique = [d for d in unique if d.record not in gone]
             self.fault("after_postgres")
             change = await self._apply_redis(applied.rows)
             self.fault("after_redis")
@@ -145,9 +159,9 @@ class Projector:
         EVENTS.labels("applied").inc(applied.inserted)
         EVENTS.labels("duplicate").inc(duplicates)
         EVENTS.labels("quarantined").inc(quarantined)
-        EVENTS.labels("dead_letter").inc(len(bad))
+        EVENTS.labels("dead_letter").inc(len(bad) + len(refused))
         self.fault("before_commit")
-        return BatchResult(applied.inserted, duplicates, len(bad), change, quarantined)
+        return BatchResult(applied.inserted, duplicates, len(bad) + len(refused), change, quarantined)
 
     async def audit_quarantine(self) -> int:
         """Emit a SecurityEvent for every quarantined action not yet audited; returns how many."""
@@ -191,6 +205,29 @@ class Projector:
         async with self.pool.acquire() as conn:
             return await projection.apply_batch(conn, unique, self.caps)
 
+    async def _apply_isolating(
+        self, items: list[domain.Decoded]
+    ) -> tuple[projection.Applied, list[domain.Rejected]]:
+        """Apply ``items``; when Postgres refuses them because of a record, bisect down to the records
+        it refuses alone and return those instead of raising. Halves go in log order, each in its own
+        transaction, so a refused record costs about 2*log2(batch) transactions."""
+        try:
+            return await self._apply_postgres(items), []
+        except Exception as exc:
+            if not projection.record_caused(exc):
+                raise
+            if len(items) == 1:
+                error = projection.describe(exc)
+                return projection.Applied([], 0), [domain.Rejected(items[0].record, error, items[0].event)]
+            BATCH_FAILURES.labels("record").inc()
+            log.warning(
+                "Postgres refused a batch of %d because of a record; isolating it: %s", len(items), exc
+            )
+        mid = len(items) // 2
+        first, refused_first = await self._apply_isolating(items[:mid])
+        then, refused_then = await self._apply_isolating(items[mid:])
+        return first.then(then), refused_first + refused_then
+
     async def _apply_redis(self, rows: list[domain.ScoreRow]) -> TopChange | None:
         try:
             return await self.board.apply(rows)
@@ -217,13 +254,26 @@ class Projector:
         BOARD_VERSION.set(change.version)
 
     async def _dead_letter(self, bad: list[domain.Rejected]) -> None:
+        """Each record to the DLQ with its raw bytes and error, and an audit event naming it."""
         futures = []
         for item in bad:
             r = item.record
+            key = r.key or b"undecodable"
             letter = DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, item.error)
-            futures.append(
-                await self.producer.send(self.topics.dlq, letter.to_bytes(), key=r.key or b"undecodable")
+            futures.append(await self.producer.send(self.topics.dlq, letter.to_bytes(), key=key))
+            audit = SecurityEvent(
+                kind="record_dead_lettered",
+                user_id=str(item.event.user_id) if item.event else None,
+                detail={
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "offset": r.offset,
+                    "actionId": str(item.event.action_id) if item.event else None,
+                    "error": item.error[:2000],
+                },
+                at=now_ms(),
             )
+            futures.append(await self.producer.send(self.topics.audit, audit.to_bytes(), key=key))
             log.warning("dead-lettered %s[%d]@%d: %s", r.topic, r.partition, r.offset, item.error[:200])
         await asyncio.gather(*futures)
 
@@ -236,3 +286,13 @@ class Projector:
         }
         if notice:
             await self.redis.publish(f"{self.settings.redis_prefix}:applied", json.dumps(notice))
+
+
+def cap_policy(settings: ScorerSettings) -> domain.CapPolicy:
+    """LEADERBOARD_VELOCITY_CAPS for every source, plus, unless LEADERBOARD_SERVICE_CAPS=off, the
+    catalog's per-hour caps for game-backend (service) events, which ingest does not pace."""
+    service: dict[str, domain.VelocityCap] = {}
+    if settings.service_caps == "catalog":
+        catalog = Catalog.load(settings.catalog_file)
+        service = domain.catalog_caps({t: spec.per_hour for t, spec in catalog.actions.items()})
+    return domain.CapPolicy(domain.velocity_caps(settings.velocity_caps), service)

@@ -25,6 +25,13 @@ class ScorerSettings(CommonSettings):
     # (the log's time, so a replay quarantines the same events). JSON in the environment, e.g.
     # LEADERBOARD_VELOCITY_CAPS='{"quest": [20, 60]}'. Types not listed are uncapped.
     velocity_caps: dict[str, tuple[int, float]] = Field(default_factory=dict)
+    # Game-backend (source "service") events also get the catalog's per_hour cap per user and type,
+    # over the hour before each acceptedAt; excess is quarantined and audited like the caps above.
+    # "off" drops these derived caps (trusted backends, load tests); LEADERBOARD_VELOCITY_CAPS still apply.
+    service_caps: Literal["catalog", "off"] = "catalog"
+    # /readyz says 503 (and scorer_stalled is 1) while a batch fails and is retried, or has been in
+    # flight for longer than this (a hung store).
+    stall_after_s: float = Field(15.0, gt=0)
     # Fault injection for tests: exit hard (os._exit(70)) once at this point of the batch that follows
     # ``fault_after_batches`` completed ones, when the marker file is absent (it is written first).
     fault_point: FaultPoint | None = None

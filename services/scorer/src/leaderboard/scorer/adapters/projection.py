@@ -6,6 +6,9 @@ statement returns the absolute state of every user in the batch, which is all Re
 whose events were all duplicates come back too: a batch redelivered after a crash between the
 Postgres commit and the Redis write must still bring Redis up to date.
 
+A refusal caused by a record's own data (:func:`record_caused`) rolls the whole transaction back;
+the projector then isolates the record by bisecting the batch (see ``projector``).
+
 With velocity caps configured, the same transaction first reads the recent actions of the capped
 (user, type) pairs, lets :func:`domain.velocity_verdicts` decide, and records the events over a cap
 in ``quarantine``. An actionId in ``quarantine`` never inserts into ``actions`` (the main statement
@@ -23,7 +26,41 @@ from uuid import UUID
 import asyncpg
 
 from leaderboard.common.events import epoch_ms
-from leaderboard.scorer.domain import Decoded, Quarantined, ScoreRow, VelocityCap, velocity_verdicts
+from leaderboard.scorer.domain import (
+    CapPolicy,
+    Decoded,
+    Quarantined,
+    ScoreRow,
+    VelocityCap,
+    velocity_verdicts,
+)
+
+# SQLSTATE classes that a record's own data causes: 22 data exception (NUL in text, invalid
+# encoding, value out of range), 23 integrity constraint violation (a CHECK the row breaks), 54
+# program limit exceeded (a value too large for an index or a row). Retrying such a statement gives
+# the same answer, so the record is isolated instead. Everything else (08 connection, 40 deadlock and
+# serialization, 53 resources, 57 operator intervention such as a shutdown, 42 a schema that is
+# not there) says nothing about the record and is retried.
+RECORD_CAUSED_CLASSES = frozenset({"22", "23", "54"})
+
+
+def record_caused(exc: BaseException) -> bool:
+    """Whether a store's refusal is caused by the records it was given (see RECORD_CAUSED_CLASSES).
+    asyncpg's own ``DataError`` is raised before sending, when a value cannot be encoded at all
+    (an unpaired surrogate, an integer out of range)."""
+    if isinstance(exc, asyncpg.DataError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate or "")[:2] in RECORD_CAUSED_CLASSES
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """The store's error as kept in the dead letter: SQLSTATE, exception type and message."""
+    state = getattr(exc, "sqlstate", None)
+    what = f"{state} {type(exc).__name__}" if state else type(exc).__name__
+    return f"postgres refused the record ({what}): {exc}"
+
 
 APPLY = """
 WITH input AS (
@@ -96,19 +133,29 @@ class Applied:
     inserted: int
     quarantined: list[Quarantined] = field(default_factory=list)
 
+    def then(self, later: Applied) -> Applied:
+        """Two transactions applied in this order: a user's state is the later one's."""
+        rows = {r.user_id: r for r in self.rows} | {r.user_id: r for r in later.rows}
+        return Applied(
+            list(rows.values()), self.inserted + later.inserted, self.quarantined + later.quarantined
+        )
+
 
 async def _quarantine(
-    conn: asyncpg.Connection, items: Sequence[Decoded], caps: Mapping[str, VelocityCap]
+    conn: asyncpg.Connection, items: Sequence[Decoded], caps: CapPolicy
 ) -> list[Quarantined]:
     """Decide and record the batch's events over a velocity cap (inside the caller's transaction)."""
-    capped = [d for d in items if d.event.action_type in caps]
+    windows = {t: c.window_ms for t, c in caps.service.items()}
+    for t, c in caps.every.items():
+        windows[t] = max(windows.get(t, 0), c.window_ms)
+    capped = [d for d in items if d.event.action_type in windows]
     if not capped:
         return []
     known = {r["action_id"] for r in await conn.fetch(KNOWN, [d.event.action_id for d in capped])}
     candidates = [d for d in capped if d.event.action_id not in known]
     if not candidates:
         return []
-    window_ms = max(caps[d.event.action_type].window_ms for d in candidates)
+    window_ms = max(windows[d.event.action_type] for d in candidates)
     since = min(d.event.accepted_at for d in candidates) - timedelta(milliseconds=window_ms)
     pairs = sorted({(d.event.user_id, d.event.action_type) for d in candidates})
     history: dict[tuple[str, str], list[int]] = {}
@@ -131,12 +178,15 @@ async def _quarantine(
 
 
 async def apply_batch(
-    conn: asyncpg.Connection, items: Sequence[Decoded], caps: Mapping[str, VelocityCap] | None = None
+    conn: asyncpg.Connection,
+    items: Sequence[Decoded],
+    caps: Mapping[str, VelocityCap] | CapPolicy | None = None,
 ) -> Applied:
     if not items:
         return Applied([], 0)
+    policy = caps if isinstance(caps, CapPolicy) or caps is None else CapPolicy(caps, {})
     async with conn.transaction():
-        quarantined = await _quarantine(conn, items, caps) if caps else []
+        quarantined = await _quarantine(conn, items, policy) if policy else []
         if quarantined:
             held = {q.item.event.action_id for q in quarantined}
             items = [d for d in items if d.event.action_id not in held]

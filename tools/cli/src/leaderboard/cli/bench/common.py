@@ -35,6 +35,7 @@ UNLIMITED = {
     "LEADERBOARD_RATE_SERVICE_BURST": "10000000",
     "LEADERBOARD_RATE_IP_PER_MIN": "100000000",
     "LEADERBOARD_RATE_IP_BURST": "10000000",
+    "LEADERBOARD_SERVICE_CAPS": "off",  # load floods one user and type through the service path
 }
 
 
