@@ -7,7 +7,7 @@ import asyncio
 import json
 import resource
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,12 +43,14 @@ class Broadcasters:
     supervisor: Supervisor = field(default_factory=Supervisor)
     ports: dict[str, int] = field(default_factory=dict)
 
-    def start(self, name: str, **env: str) -> str:
+    def start(self, name: str, unset: Iterable[str] = (), **env: str) -> str:
+        """Start a broadcaster with the namespace's environment plus ``env``, less ``unset`` (to see
+        a setting's default where the harness configures it)."""
         port = free_port()
         spec = ServiceSpec(
             name,
             leaderboard_cmd("broadcaster", "--port", str(port)),
-            {**self.ns.env, **env},
+            {k: v for k, v in {**self.ns.env, **env}.items() if k not in set(unset)},
             f"http://127.0.0.1:{port}/readyz",
             self.log_dir / f"{name}.log",
         )

@@ -166,3 +166,27 @@ async def test_fanout_delay_times_live_changes_not_the_snapshot_a_client_joins_w
     assert r.versions == [1, 2] and fanout_count() == observed + 1 and SENT._value.get() == sent + 2
     hub.detach(r.client)
     await task
+
+
+async def test_a_client_gets_the_empty_board_at_once_then_the_first_state_without_a_gap() -> None:
+    hub = Hub(history_size=8, send_timeout=5)
+    early, resumed = Recorder(hub), Recorder(hub)
+    hub.attach(early.client)  # nothing published yet: no score, or the scorer has not built the board
+    hub.attach(resumed.client, "", 0)  # already holds the empty board: nothing new to send
+    tasks = [asyncio.create_task(r.client.run()) for r in (early, resumed)]
+    await settle()
+    assert [(f["type"], f["epoch"], f["version"], f["top"]) for f in early.frames] == [
+        ("snapshot", "", 0, [])
+    ]
+    assert resumed.frames == []
+    hub.publish(state(0, top=[]))  # the scorer's board, still empty
+    await settle()
+    hub.publish(state(1))  # the first score
+    await settle()
+    for r in (early, resumed):
+        hub.detach(r.client)
+    await asyncio.gather(*tasks)
+    for r in (early, resumed):
+        kinds = [(f["type"], f["epoch"], f["version"]) for f in r.frames]
+        assert kinds[-2:] == [("snapshot", "e1", 0), ("update", "e1", 1)]
+        assert r.frames[-1]["changed"] == ["a"]

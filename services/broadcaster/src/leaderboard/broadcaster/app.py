@@ -19,13 +19,15 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, WebSocket, W
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from leaderboard.broadcaster.adapters.changes import ChangeFeed
 from leaderboard.broadcaster.adapters.reads import BoardReader, Meta, Page
 from leaderboard.broadcaster.hub import BoardState, Client, Hub
 from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.auth import AuthError, Principal, TokenVerifier
+from leaderboard.common.params import BadNumber, parse_count, parse_optional_count
 from leaderboard.common.redis import redis_client
 from leaderboard.common.topics import Topics
 from leaderboard.common.web import (
@@ -43,6 +45,28 @@ BOARD_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 Board = Annotated[
     str, Query(pattern=BOARD_PATTERN, description="Board name; `global` is the all-time board.")
 ]
+EPOCH_MAX = 64  # epochs are short ids (12 hex digits); anything longer is not one of ours
+
+
+def counted(field: str, minimum: int = 0, maximum: int = 10**18 - 1) -> BeforeValidator:
+    """An integer query parameter read by ``leaderboard.common.params.parse_count`` (ASCII digits,
+    bounded), not by ``int()``: 5,000 digits or a Unicode digit is a 422 naming the field."""
+
+    def check(raw: object) -> object:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw  # a declared default
+        try:
+            return parse_count(
+                raw if isinstance(raw, str | bytes) else None, field, minimum=minimum, maximum=maximum
+            )
+        except BadNumber as exc:
+            reason = str(exc).removeprefix(f"field '{field}': ")
+            raise PydanticCustomError("invalid_number", reason) from None
+
+    return BeforeValidator(check)
+
+
+Epoch = Annotated[str | None, Query(max_length=EPOCH_MAX, description="The epoch of the version in `since`.")]
 
 
 class Entry(BaseModel):
@@ -180,8 +204,8 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         p: P,
         _: Gate,
         board: Board = "global",
-        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        page: Annotated[int, counted("page", 1, 1_000_000), Query(ge=1, le=1_000_000)] = 1,
+        limit: Annotated[int, counted("limit", 1, 100), Query(ge=1, le=100)] = 10,
         sort: Annotated[str, Query(pattern="^(?i)(asc|desc)$")] = "DESC",
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Response:
@@ -237,7 +261,7 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         p: P,
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         board: Board = "global",
-        around: Annotated[int, Query(ge=0, le=50)] = 5,
+        around: Annotated[int, counted("around", 0, 50), Query(ge=0, le=50)] = 5,
     ) -> dict[str, Any]:
         """The caller's own rank (from the token's sub) and neighbours."""
         who = authenticate(p, creds)
@@ -249,7 +273,7 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         _: Gate,
         user_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$")],
         board: Board = "global",
-        around: Annotated[int, Query(ge=0, le=50)] = 5,
+        around: Annotated[int, counted("around", 0, 50), Query(ge=0, le=50)] = 5,
     ) -> dict[str, Any]:
         """A user's rank and score with ``around`` neighbours either side."""
         return await user_rank(p, board, user_id.lower(), around)
@@ -262,8 +286,8 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         p: P,
         _: Gate,
         board: Board = "global",
-        epoch: str | None = None,
-        since: Annotated[int | None, Query(ge=0)] = None,
+        epoch: Epoch = None,
+        since: Annotated[int | None, counted("since"), Query(ge=0)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> StreamingResponse:
         """Server-Sent Events: `snapshot` then `update`; `id` is the version (Last-Event-ID resumes)."""
@@ -272,9 +296,10 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         if sum(len(c) for c in p.hub.clients.values()) >= p.settings.max_sse_clients:
             raise ApiError(503, "unavailable", "too many live clients on this instance", {"Retry-After": "5"})
         if since is None and last_event_id is not None:
-            if not last_event_id.strip().isdigit():
-                raise ApiError(422, "invalid", "header 'Last-Event-ID': must be a version number")
-            since = int(last_event_id)
+            try:
+                since = parse_count(last_event_id, "Last-Event-ID")
+            except BadNumber as exc:
+                raise ApiError(422, "invalid", "header " + str(exc).removeprefix("field ")) from None
             # EventSource resends only the id, so assume the epoch we follow. Had the board been rebuilt
             # meanwhile, the frames still carry the whole top: the client lands on the current state.
             cur = p.hub.current(board)
@@ -309,12 +334,16 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
 
     async def catch_up(p: Ports, board: str, epoch: str | None, since: int | None) -> None:
         """A client resuming from a version this instance has not seen yet (it came from a faster
-        replica) must not be handed an older state: take the newer one from Redis first."""
+        replica) must not be handed an older state: take the newer one from Redis first. Likewise
+        when this instance holds no state of the board yet (it started before the scorer built the
+        board, and the announcement went out before it was listening): the client's first frame is
+        then the board as Redis has it, rather than the empty placeholder."""
         cur = p.hub.current(board)
-        if since is None or epoch is None:
-            return
-        if cur is not None and cur.epoch == epoch and since <= cur.version:
-            return
+        if cur is not None:
+            if since is None or epoch is None:
+                return
+            if cur.epoch == epoch and since <= cur.version:
+                return
         try:
             await asyncio.wait_for(p.feed.refresh(board), 2)
         except Exception as exc:
@@ -322,15 +351,20 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
 
     def origin_allowed(origin: str | None, host: str | None) -> bool:
         """Browsers always send Origin; other clients may not, and cross-site hijacking needs a browser.
-        The page this instance serves is always allowed (same origin)."""
+        The page this instance serves is always allowed (same origin). Unset (dev mode only, the
+        settings refuse it elsewhere): any origin."""
         allowed = settings.ws_allowed_origins
-        if not allowed or origin is None or "*" in allowed:
+        if allowed is None or origin is None or "*" in allowed:
             return True
         same = host is not None and origin in (f"http://{host}", f"https://{host}")
         return same or origin in allowed
 
     async def refuse(websocket: WebSocket, status: int, code: str, message: str, **headers: str) -> None:
-        """Refuse the handshake with an HTTP answer in the usual error shape (ASGI denial response)."""
+        """Refuse the handshake with an HTTP answer in the usual error shape (ASGI denial response),
+        with the request id as on every HTTP answer (RequestIdMiddleware only sees http.* messages)."""
+        request_id = websocket.scope.get("state", {}).get("request_id")
+        if request_id:
+            headers = {**headers, "X-Request-ID": request_id}
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             await websocket.send_denial_response(error_response(status, code, message, headers or None))
         else:  # servers without the extension answer 403
@@ -359,10 +393,17 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
                 await refuse(websocket, 401, "unauthorized", str(exc))
                 return
         if board not in p.settings.boards:
-            await refuse(websocket, 404, "not_found", f"no board named '{board}'")
+            shown = board if len(board) <= 64 else board[:64] + "…"
+            await refuse(websocket, 404, "not_found", f"no board named '{shown}'")
             return
-        if since is not None and not since.isdigit():
-            await refuse(websocket, 422, "invalid", "field 'since': must be a non-negative integer")
+        # Parsed before the handshake is accepted, so a bad value gets an HTTP answer, never a drop.
+        try:
+            resume = parse_optional_count(since, "since")
+        except BadNumber as exc:
+            await refuse(websocket, 422, "invalid", str(exc))
+            return
+        if epoch is not None and len(epoch) > EPOCH_MAX:
+            await refuse(websocket, 422, "invalid", f"field 'epoch': at most {EPOCH_MAX} characters")
             return
         ip = client_ip(
             websocket.client.host if websocket.client else None, websocket.headers.get("x-forwarded-for")
@@ -374,7 +415,6 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         per_ip[ip] += 1
         try:
             await websocket.accept()
-            resume = int(since) if since is not None else None
             await catch_up(p, board, epoch, resume)
 
             async def send(text: str, state: BoardState, kind: str) -> None:
@@ -405,6 +445,11 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
             per_ip[ip] -= 1
             if per_ip[ip] <= 0:
                 del per_ip[ip]
+
+    @app.websocket("/{path:path}")
+    async def no_such_socket(websocket: WebSocket, path: str) -> None:
+        """Any other WebSocket path: a 404 in the error shape rather than the server's bare 403."""
+        await refuse(websocket, 404, "not_found", "no WebSocket endpoint here; use /ws/leaderboard")
 
     page_html = resources.files("leaderboard.broadcaster").joinpath("static/index.html").read_text()
 

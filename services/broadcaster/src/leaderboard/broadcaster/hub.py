@@ -9,6 +9,11 @@ Frames: ``snapshot`` (first frame, or after an epoch change) and ``update`` with
 versions and ``changed`` relative to what *that* client last received. Every frame carries the whole
 top, so skipping intermediate versions never leaves a client with a gap in its state.
 
+Before any state of a board has reached this instance (no score yet, or the scorer has not built
+the board), a client still gets its snapshot at once: the empty board, epoch ``""`` and version 0
+(:data:`NO_EPOCH`, as the REST read of such a board answers). The first real state then reaches it
+as the snapshot of the board's epoch, so nothing is missed and versions never go back.
+
 Epochs: a rebuilt board starts a new epoch. Once an instance has moved to a new epoch it ignores
 late messages of the epochs it left (a lagging scorer replica), so a client never goes back.
 
@@ -46,6 +51,7 @@ FANOUT = Histogram(
 )
 
 Entry = dict[str, Any]
+NO_EPOCH = ""  # the epoch of the empty board a client sees before this instance holds any state
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,12 @@ class Hub:
         CLIENTS.labels(client.transport).inc()
         cur = self.states.get(client.board)
         if cur is None:
-            return  # the first published state will reach it as a snapshot
+            empty = BoardState(client.board, NO_EPOCH, 0, [])
+            if since == 0 and epoch == NO_EPOCH:
+                client.last = empty  # it holds exactly that already
+            else:
+                client.offer(empty, "snapshot", live=False)
+            return  # the first published state reaches it as a snapshot of the board's epoch
         if since is None or epoch != cur.epoch or since > cur.version:
             client.offer(cur, "snapshot", live=False)
             return

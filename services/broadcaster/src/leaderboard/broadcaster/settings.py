@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from leaderboard.common.settings import HttpServiceSettings
 
@@ -11,8 +11,11 @@ class BroadcasterSettings(HttpServiceSettings):
     port: int = 8090
     boards: list[str] = Field(default_factory=lambda: ["global"])
     read_requires_token: bool = False
-    ws_allowed_origins: list[str] = Field(
-        default_factory=list, description="Empty: any origin may subscribe."
+    ws_allowed_origins: list[str] | None = Field(
+        None,
+        description="Origins whose pages may open /ws/leaderboard, besides the broadcaster's own page "
+        "(always allowed) and non-browser clients (no Origin header). Required outside dev mode: "
+        "'[]' for the own page only, '[\"*\"]' for any origin. Unset in dev mode: any origin.",
     )
     ws_ping_interval_s: float = Field(20.0, gt=0, description="Protocol pings keep NATs open...")
     ws_ping_timeout_s: float = Field(20.0, gt=0, description="...and a peer that misses a pong is closed.")
@@ -22,10 +25,27 @@ class BroadcasterSettings(HttpServiceSettings):
         description="Close a WebSocket that sent nothing for this long (0 = never). The page sends a "
         "heartbeat while visible, so tabs left in the background release their connection.",
     )
-    ws_max_per_ip: int = Field(0, ge=0, description="0 = no cap (players often share one NAT address).")
+    ws_max_per_ip: int = Field(
+        50,
+        ge=0,
+        description="Live connections (WebSocket) per client IP; 0 = no cap. 50 leaves room for a NATed "
+        "office or school on one address; behind a proxy, set trusted_proxies so the cap sees clients.",
+    )
     send_timeout_s: float = Field(10.0, gt=0, description="A client whose socket takes longer is dropped.")
     history_size: int = Field(256, ge=1, description="Board versions kept to answer reconnects with `since`.")
     reconcile_interval_s: float = Field(5.0, gt=0)
     sse_keepalive_s: float = 15.0
     ingest_public_url: str = "http://127.0.0.1:8080"
     max_sse_clients: int = 10_000
+
+    @model_validator(mode="after")
+    def _require_origins(self) -> BroadcasterSettings:
+        # Cross-site WebSocket hijacking: browsers let any page open a socket to any host, so outside
+        # dev mode the deployment must say which pages may (an explicit '["*"]' is a deliberate choice).
+        if self.ws_allowed_origins is None and not self.dev_mode:
+            raise ValueError(
+                "LEADERBOARD_WS_ALLOWED_ORIGINS must be set outside dev mode: a JSON list of the origins "
+                "whose pages may open /ws/leaderboard, e.g. '[\"https://www.example.com\"]', or '[]' for "
+                "the broadcaster's own page only, or '[\"*\"]' to allow any origin deliberately"
+            )
+        return self

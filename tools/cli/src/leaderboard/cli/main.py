@@ -184,6 +184,7 @@ def dev(
             supervisor.start(spec)
         for spec in specs:
             supervisor.wait_ready(spec.name)
+        _wait_for_board(f"http://127.0.0.1:{broadcaster_port}")
         click.echo(f"""
   Live leaderboard is up (embedded stack; ephemeral: it starts empty every time)
     demo page     http://127.0.0.1:{broadcaster_port}/
@@ -204,6 +205,32 @@ def dev(
         supervisor.stop_all()
         embedded.stop()
         click.echo("stopped.", err=True)
+
+
+def _wait_for_board(url: str, timeout: float = 60.0) -> None:
+    """Ready services are not enough for the URLs to be useful: wait until the page can show a board,
+    i.e. the scorer has built it (the REST read names its epoch) and a WebSocket gets its snapshot."""
+    import httpx
+    from websockets.sync.client import connect
+
+    ws_url = url.replace("http://", "ws://") + "/ws/leaderboard"
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            board = httpx.get(f"{url}/api/v1/leaderboard", params={"limit": 1}, timeout=5)
+            if board.status_code == 200 and board.json().get("epoch"):
+                with connect(ws_url, open_timeout=5, close_timeout=2) as ws:
+                    frame = json.loads(ws.recv(timeout=5))
+                if frame.get("type") == "snapshot" and frame.get("epoch"):
+                    return
+                last = f"first frame {str(frame)[:120]}"
+            else:
+                last = f"GET /api/v1/leaderboard: {board.status_code} {board.text[:120]}"
+        except Exception as exc:  # not up yet: try again until the deadline
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
+    raise click.ClickException(f"the board was not served within {timeout:.0f}s ({last})")
 
 
 def _run_dev_loop(supervisor: object, settings: object, ingest_url: str, demo: bool) -> None:

@@ -64,6 +64,12 @@ def base_environment(work: Path) -> Iterator[dict[str, str]]:
         ensure_dev_keys(keys)
         env["LEADERBOARD_KEYS_DIR"] = str(keys)
         env.setdefault("LEADERBOARD_LOG_LEVEL", "INFO")
+        # The broadcaster refuses to start without an origin policy outside dev mode. Test clients are
+        # python-websockets (no Origin) and the page served by the broadcaster itself (always allowed):
+        # '[]' allows exactly those. Every test client shares 127.0.0.1, so the per-IP cap (on by
+        # default) is off here; the broadcaster's own tests start instances with the default.
+        env.setdefault("LEADERBOARD_WS_ALLOWED_ORIGINS", "[]")
+        env.setdefault("LEADERBOARD_WS_MAX_PER_IP", "0")
         yield env
     finally:
         stack.stop()
