@@ -127,3 +127,24 @@ def test_missing_typ_refused(settings: CommonSettings) -> None:
     header.pop("typ")
     with pytest.raises(AuthError):
         TokenVerifier(settings).verify(f"{b64(json.dumps(header).encode())}.{p}.{s}")
+
+
+def test_overlong_token_refused_before_decoding(settings: CommonSettings) -> None:
+    token = mint_token(settings, sub=str(uuid.uuid4()), role="player")
+    verifier = TokenVerifier(settings)
+    assert verifier.verify(token).role == "player"
+    padded = token + "A" * settings.jwt_max_token_bytes
+    with pytest.raises(AuthError, match="longer than"):
+        verifier.verify(padded)
+    with pytest.raises(AuthError, match="longer than"):
+        verifier.verify("x" * 1_300_000)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "tab\there", "line\nbreak", "esc\x1b[0m", "c1\x85"])
+def test_name_claim_with_control_characters_refused(settings: CommonSettings, name: str) -> None:
+    token = mint_token(settings, sub=str(uuid.uuid4()), role="player", name=name)
+    verifier = TokenVerifier(settings)
+    with pytest.raises(AuthError, match="name claim"):
+        verifier.verify(token)
+    fine = mint_token(settings, sub=str(uuid.uuid4()), role="player", name="Zoë 🦊")
+    assert verifier.verify(fine).name == "Zoë 🦊"

@@ -7,11 +7,14 @@ from pydantic import ValidationError
 
 from leaderboard.common.events import (
     ActionCompleted,
+    AttemptRejected,
     DeadLetter,
     decode_action,
     epoch_ms,
+    escape_unsafe,
     from_epoch_ms,
     iso_ms,
+    unsafe_char,
     utc_ms,
 )
 
@@ -91,3 +94,90 @@ def test_epoch_ms_is_exact() -> None:
 def test_dead_letter_keeps_raw_bytes() -> None:
     letter = DeadLetter.of("t", 1, 2, None, b"\x00\x01", "boom")
     assert json.loads(letter.to_bytes())["rawB64"] == "AAE="
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "nul\x00",
+        "tab\t",
+        "new\nline",
+        "cr\r",
+        "esc\x1b",
+        "del\x7f",
+        "c1\x85",
+        "\x9f",
+        "lone\ud800",
+        "\udfff",
+        "a" * 65,
+        "",
+    ],
+)
+def test_usernames_the_stores_cannot_hold_are_refused(username: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        action(username=username)
+    assert caught.value.errors()[0]["loc"] == ("username",)
+
+
+@pytest.mark.parametrize("username", ["Ada", "Zoë", "李小龍", "🦊 fox", "a" * 64, "O'Brien-Smith (EU)"])
+def test_ordinary_usernames_pass(username: str) -> None:
+    assert action(username=username).username == username
+
+
+def test_every_string_of_an_action_is_safe_text() -> None:
+    with pytest.raises(ValidationError):
+        action(request_id="r\x00")
+    with pytest.raises(ValidationError):
+        action(request_id="r" * 129)
+    with pytest.raises(ValidationError):
+        action(action_type="quest\x00")
+
+
+def test_decode_refuses_escaped_nul_and_surrogates() -> None:
+    """A record whose JSON carries ``\\u0000`` or a lone ``\\ud800`` is undecodable (the scorer's DLQ),
+    never an event a store would then refuse."""
+    payload = json.loads(action().to_bytes())
+    for bad in ("\u0000", "\ud800"):
+        raw = json.dumps({**payload, "username": f"x{bad}"}).encode()
+        assert b"\\u" in raw
+        with pytest.raises((ValueError, ValidationError)):
+            decode_action(raw)
+
+
+@pytest.mark.parametrize("loose", ["5", 5.0, True])
+def test_numbers_are_strict(loose: object) -> None:
+    payload = json.loads(action().to_bytes())
+    with pytest.raises(ValidationError):
+        decode_action(json.dumps({**payload, "points": loose}).encode())
+    assert decode_action(json.dumps({**payload, "points": 5}).encode()).points == 5
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, True])
+def test_schema_version_is_exactly_the_integer_1(version: object) -> None:
+    payload = json.loads(action().to_bytes())
+    with pytest.raises((ValueError, ValidationError)):
+        decode_action(json.dumps({**payload, "schemaVersion": version}).encode())
+
+
+def test_unsafe_char_and_escape() -> None:
+    assert unsafe_char("fine ünïcödé 🦊") is None
+    assert unsafe_char("ab\x00") == "a control character (U+0000 at position 2)"
+    assert unsafe_char("\ud83d") == "an unpaired surrogate (U+D83D at position 0)"
+    assert escape_unsafe("a\x00b\ud800\n") == "a\\u0000b\\ud800\\u000a"
+    assert escape_unsafe("x" * 5000, 10) == "x" * 10
+
+
+def test_audit_events_escape_what_they_report() -> None:
+    """An audit record describes refused input; it must not be lost because of that input."""
+    rejected = AttemptRejected(
+        reason="invalid",
+        detail="field 'username' was 'a\x00b\ud800'",
+        client_ip="127.0.0.1",
+        request_id="r1",
+        path="/x\x00",
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert "\x00" not in rejected.detail and "\\u0000" in rejected.detail
+    rejected.to_bytes().decode("utf-8")  # encodable
+    letter = DeadLetter.of("t", 0, 1, None, b"\x00", "bad \x00 record")
+    assert letter.error == "bad \\u0000 record"

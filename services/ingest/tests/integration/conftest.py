@@ -78,6 +78,11 @@ GUARDED = {
 }
 
 
+# A short time to send a request head, so that the slow-header test closes its connections quickly.
+HEAD_TIMEOUT_S = 3.0
+HEAD_TIMEOUT = {"LEADERBOARD_HTTP_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S)}
+
+
 SPOOFED_IP = "203.0.113.66"
 TRUSTED = {
     "LEADERBOARD_TRUSTED_PROXIES": '["127.0.0.1/32"]',
@@ -363,7 +368,7 @@ def open_system(
     with running_system(
         Namespace.create(base_env),
         tmp_path_factory.mktemp("open-logs"),
-        extra_env=ingest_env(ingest_catalog, **UNLIMITED, **TRUSTED),
+        extra_env=ingest_env(ingest_catalog, **UNLIMITED, **TRUSTED, **HEAD_TIMEOUT),
         only=["ingest"],
     ) as system:
         yield system

@@ -135,3 +135,31 @@ def test_catalogs_are_validated(tmp_path: Path) -> None:
     path.write_text('[actions."Bad Name"]\npoints = 1\nmax_points = 5\nmin_seconds = 1\nper_hour = 1\n')
     with pytest.raises(ValidationError):
         Catalog.load(path)
+
+
+def test_request_numbers_are_strict_and_strings_safe() -> None:
+    import uuid as _uuid
+
+    import pytest as _pytest
+    from pydantic import ValidationError as _ValidationError
+
+    from leaderboard.ingest.domain import LegacyScore, ServiceEvent
+
+    event = {
+        "actionId": str(_uuid.uuid4()),
+        "userId": str(_uuid.uuid4()),
+        "actionType": "quest",
+        "occurredAt": 1_700_000_000,
+    }
+    assert ServiceEvent.model_validate({**event, "points": 5}).points == 5
+    for loose in ("5", 5.0, True):
+        with _pytest.raises(_ValidationError):
+            ServiceEvent.model_validate({**event, "points": loose})
+        with _pytest.raises(_ValidationError):
+            LegacyScore.model_validate({"userId": event["userId"], "increment": loose})
+    for name in ("a\x00", "a\tb", "\ud800", "x" * 65):
+        with _pytest.raises(_ValidationError) as caught:
+            ServiceEvent.model_validate({**event, "username": name})
+        assert caught.value.errors()[0]["loc"][0] == "username"
+    with _pytest.raises(_ValidationError):
+        ServiceEvent.model_validate({**event, "occurredAt": "2026-01-01T00:00:00Z" + " " * 60})

@@ -75,3 +75,13 @@ def test_rate_limit_headers() -> None:
     assert allowed == {"RateLimit-Limit": "10", "RateLimit-Remaining": "4", "RateLimit-Reset": "2"}
     refused = Decision(False, 3, 0, 5, 10).headers()
     assert refused["Retry-After"] == "3" and refused["RateLimit-Remaining"] == "0"
+
+
+def test_encoding_problem_accepts_utf8_and_refuses_the_rest() -> None:
+    from leaderboard.ingest.middleware import encoding_problem
+
+    body = '{"actionType": "quest", "name": "Zoë 🦊"}'
+    assert encoding_problem(body.encode()) is None
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-8-sig"):
+        assert encoding_problem(body.encode(encoding)) is not None, encoding
+    assert encoding_problem(b'{"a": "\xff"}') is not None  # not UTF-8 at all

@@ -7,6 +7,9 @@ set*, never from the token header, which is what defeats ``alg: none`` and algor
 Key sources, in order: a JWKS file, a JWKS URL, a PEM public key file, the dev key pair under
 ``keys_dir`` (generated on first use, kept across starts). HS256 is accepted only when
 ``jwt_hs256_secret`` is set explicitly.
+
+A token longer than ``jwt_max_token_bytes`` is refused before anything decodes it: base64 and JSON
+work on a megabyte-long token costs CPU on every request, for a credential that is a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from leaderboard.common.events import unsafe_char
 from leaderboard.common.settings import CommonSettings
 
 Role = Literal["player", "service", "admin"]
@@ -125,6 +129,7 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._max_lifetime = settings.jwt_max_lifetime_s
         self._leeway = settings.jwt_leeway_s
+        self._max_token_bytes = settings.jwt_max_token_bytes
         self._keys: dict[str, VerificationKey] = {}
         self._jwks_client: jwt.PyJWKClient | None = None
         if settings.jwt_jwks_file:
@@ -189,6 +194,8 @@ class TokenVerifier:
         return found
 
     def verify(self, token: str) -> Principal:
+        if len(token) > self._max_token_bytes:
+            raise AuthError(f"token longer than {self._max_token_bytes} bytes")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -233,6 +240,9 @@ class TokenVerifier:
         name = claims.get("name")
         if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 64):
             raise AuthError("name claim must be 1..64 characters")
+        if name is not None and (problem := unsafe_char(name)) is not None:
+            # the name becomes the event's username: what the stores cannot hold is refused here
+            raise AuthError(f"name claim must not contain {problem}")
         return Principal(sub=str(uuid.UUID(str(sub))), role=role, name=name, claims=claims)
 
 

@@ -58,6 +58,8 @@ class CommonSettings(BaseSettings):
     jwt_hs256_secret: SecretStr | None = None
     jwt_max_lifetime_s: int = Field(24 * 3600, ge=60)
     jwt_leeway_s: int = Field(10, ge=0, le=120)
+    # Longer bearer tokens get 401 before any decoding (ours are ~400 bytes; an IdP's rarely pass 2 KB).
+    jwt_max_token_bytes: int = Field(8 * 1024, ge=256)
     keys_dir: Path = Path(".leaderboard/keys")
 
     catalog_file: Path | None = Field(
@@ -102,10 +104,28 @@ class HttpServiceSettings(CommonSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
+    # Bounds on a request head, held by leaderboard.common.server before the app sees anything.
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024, description="Request line and headers (431).")
+    http_max_header_count: int = Field(100, ge=8, le=1000, description="Header fields (431).")
+    # The WebSocket handshake line must fit the websockets library's 8 KiB line limit.
+    http_max_target_bytes: int = Field(
+        8000, ge=256, le=8100, description="Request target, query included (414)."
+    )
+    http_header_timeout_s: float = Field(10, gt=0, description="Time to send a request head (408).")
 
     def uvicorn_options(self, port: int) -> dict[str, Any]:
         """What both HTTP services pass to ``uvicorn.run`` besides their own protocol options."""
+        from leaderboard.common.server import HeadLimits, guarded_protocol  # uvicorn: HTTP services only
+
+        limits = HeadLimits(
+            max_bytes=self.http_max_header_bytes,
+            max_count=self.http_max_header_count,
+            max_target_bytes=self.http_max_target_bytes,
+            timeout_s=self.http_header_timeout_s,
+        )
         return {
+            # Always httptools, with bounds on the request head and refusals in the error shape.
+            "http": guarded_protocol(limits),
             "host": self.host,
             "port": port,
             "log_config": None,

@@ -1,5 +1,5 @@
 """HTTP plumbing shared by the two FastAPI services: the error shape, request ids, client IPs,
-body limits, health and Prometheus endpoints.
+body limits, CORS, health and Prometheus endpoints.
 
 Errors always have seed 000's shape ``{"status": "error", "error": <sentence>, "code": <code>}``;
 nothing ever returns a stack trace.
@@ -18,7 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,11 @@ def install_error_handlers(
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def sane_request_id(given: str) -> str:
+    """The caller's X-Request-ID when it is short and plain (it goes into logs and events), else a new one."""
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     """Keeps a caller's X-Request-ID when it is sane, else makes one; echoes it on the response."""
 
@@ -124,7 +131,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = sane_request_id(given)
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -134,6 +141,48 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class ErrorShapeCORS(CORSMiddleware):
+    """Starlette's CORS middleware, whose refused preflights use the error shape (403 ``forbidden``)
+    instead of a text/plain 400. Starlette decides what is allowed; this only changes the answer."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode("latin-1").removeprefix("Disallowed CORS ") or "request"
+        origin = request_headers.get("origin", "")
+        headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        headers["Vary"] = "Origin"
+        return error_response(
+            403,
+            "forbidden",
+            f"cross-origin request refused: {refused} not allowed for origin {origin[:200]!r}",
+            headers,
+        )
+
+
+def add_cors(
+    app: FastAPI,
+    origins: list[str],
+    *,
+    methods: list[str],
+    headers: list[str],
+    expose: list[str] | None = None,
+) -> None:
+    """Allow ``origins`` (nothing when empty). Add it before :class:`RequestIdMiddleware`, so that the
+    request id (added last, so outermost) is on CORS refusals too."""
+    if not origins:
+        return
+    app.add_middleware(
+        ErrorShapeCORS,
+        allow_origins=origins,
+        allow_methods=methods,
+        allow_headers=headers,
+        expose_headers=expose or [],
+        max_age=600,
+    )
 
 
 class BodyLimitMiddleware:

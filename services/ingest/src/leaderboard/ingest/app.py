@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
@@ -36,6 +35,7 @@ from leaderboard.common.web import (
     ApiError,
     ClientIpResolver,
     RequestIdMiddleware,
+    add_cors,
     add_ops_routes,
     error_response,
     install_error_handlers,
@@ -200,18 +200,27 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         except Exception:  # the audit trail must never turn an answer into a 500
             log.exception("auditing a too-large request failed")
 
-    # Outermost first: request id, then CORS (so that even a 413 carries its headers), then the limit.
-    app.add_middleware(BufferedBodyLimit, limit=settings.max_body_bytes, on_refused=audit_too_large)
-    origins = list(settings.cors_origins) + (settings.dev_origins if settings.dev_mode else [])
-    if origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
-            max_age=600,
-        )
+    async def audit_undecodable(scope: Scope, message: str) -> None:
+        try:
+            await audit_refusal(Request(scope), 422, "invalid", message)
+        except Exception:  # the audit trail must never turn an answer into a 500
+            log.exception("auditing an undecodable request failed")
+
+    # Outermost first: request id (so that every refusal below carries it), then CORS (so that even a
+    # 413 carries its headers), then the body's limit and encoding.
+    app.add_middleware(
+        BufferedBodyLimit,
+        limit=settings.max_body_bytes,
+        on_refused=audit_too_large,
+        on_invalid=audit_undecodable,
+    )
+    add_cors(
+        app,
+        list(settings.cors_origins) + (settings.dev_origins if settings.dev_mode else []),
+        methods=["GET", "POST"],
+        headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose=["Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "X-Request-ID"],
+    )
     app.add_middleware(RequestIdMiddleware)
 
     def ports(request: Request) -> Ports:

@@ -1,5 +1,11 @@
 """What ingest decides, with no I/O: request schemas, time sanity, points, batch rules, and the
-mapping from a ticket's state to the answer the client gets."""
+mapping from a ticket's state to the answer the client gets.
+
+Request schemas are strict where a value reaches the log: numbers are integers only (``"5"``, ``5.0``
+and ``true`` are refused, never coerced), and strings use the event types of ``leaderboard.common.events``
+(no control characters, no unpaired surrogates, bounded length), so what ingest accepts every store can
+hold.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +37,9 @@ class Reply(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
 
 
-ClientTime = StrictInt | StrictStr
+# Epoch seconds or ISO-8601; a string longer than any timestamp is refused before it is parsed.
+ClientTime = StrictInt | Annotated[StrictStr, Field(max_length=64)]
+Points = Annotated[StrictInt, Field(ge=1, le=MAX_POINTS)]
 
 
 class StartAction(Strict):
@@ -49,7 +57,7 @@ class ServiceEvent(Strict):
     username: Username | None = None
     action_type: ActionType
     occurred_at: ClientTime
-    points: Annotated[int, Field(ge=1, le=MAX_POINTS)] | None = None
+    points: Points | None = None
 
 
 class EventBatch(Strict):
@@ -60,7 +68,7 @@ class LegacyScore(Strict):
     """Seed 004's POST /score body: one completed action worth ``increment`` points."""
 
     user_id: UUID
-    increment: Annotated[int, Field(ge=1, le=MAX_POINTS)]
+    increment: Points
     action_id: UUID | None = None
     action_type: ActionType | None = None
     username: Username | None = None

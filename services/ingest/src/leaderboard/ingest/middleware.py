@@ -1,4 +1,5 @@
-"""ASGI middleware of its own: the body limit, applied before the app reads anything.
+"""ASGI middleware of its own: the body limit and the body's encoding, applied before the app reads
+anything.
 
 Why not ``leaderboard.common.web.BodyLimitMiddleware``: it counts bytes while the app reads them, so a
 chunked body (no Content-Length) that grows past the limit breaks FastAPI's body parsing mid-way
@@ -9,6 +10,9 @@ A refused body is still read and discarded, up to ``drain`` bytes, before the 41
 that answers and closes while the client is still sending makes the kernel reset the connection,
 and the client then loses the answer (it sees a broken pipe instead of 413). Past ``drain`` the
 connection is simply closed after the answer, so a huge upload cannot keep a worker busy.
+
+A body must be UTF-8 (RFC 8259 §8.1), without a byte-order mark: ``json.loads`` on bytes, which FastAPI
+uses, would otherwise detect UTF-16 and UTF-32 and accept them. Such a body gets 422 ``invalid`` here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,22 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leaderboard.common.web import error_response
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+def encoding_problem(body: bytes) -> str | None:
+    """Why ``body`` is not a UTF-8 JSON text, or None when its encoding is acceptable."""
+    if body.startswith(_BOMS):
+        return "request body must be UTF-8 JSON without a byte-order mark"
+    # UTF-16 or UTF-32 of ASCII text is valid UTF-8 full of NUL bytes; JSON never holds a raw NUL.
+    if b"\x00" in body:
+        return "request body must be UTF-8 JSON (it holds NUL bytes: UTF-16 or UTF-32?)"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"request body must be UTF-8 JSON (invalid byte at offset {exc.start})"
+    return None
 
 
 class BufferedBodyLimit:
@@ -29,8 +49,9 @@ class BufferedBodyLimit:
         limit: int,
         on_refused: Callable[[Scope, str], Awaitable[None]] | None = None,
         drain: int | None = None,
+        on_invalid: Callable[[Scope, str], Awaitable[None]] | None = None,
     ) -> None:
-        self.app, self.limit, self.on_refused = app, limit, on_refused
+        self.app, self.limit, self.on_refused, self.on_invalid = app, limit, on_refused, on_invalid
         self.drain = drain if drain is not None else max(8 * limit, 8 * 1024 * 1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,6 +83,14 @@ class BufferedBodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        problem = encoding_problem(body) if body else None
+        if problem is not None:
+            if self.on_invalid is not None:
+                await self.on_invalid(scope, problem)
+            response = error_response(422, "invalid", problem)
+            await send({"type": "http.response.start", "status": 422, "headers": response.raw_headers})
+            await send({"type": "http.response.body", "body": response.body})
+            return
         delivered = False
 
         async def replay() -> Message:
