@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast test-slow bench lint lock clean
+.PHONY: install run test test-fast test-slow bench chaos lint lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,6 +44,10 @@ test-slow: install
 
 bench: install
 	$(BIN)/python -m leaderboard.cli.bench
+
+# Whole-system faults under traffic on a stack of its own; exits non-zero on any loss or double.
+chaos: install
+	$(BIN)/python -m leaderboard.cli.chaos
 
 lint: install
 	$(BIN)/ruff format --check .

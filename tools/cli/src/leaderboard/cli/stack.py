@@ -95,6 +95,27 @@ class EmbeddedStack:
         proc = self._procs.get(name)
         return proc.pid if proc is not None else None
 
+    def restart(self, name: str, *, hard: bool = False, down_s: float = 0.0) -> None:
+        """Stop the embedded ``redis`` or ``postgres``, leave it down ``down_s`` seconds and start it
+        again on the same port, as a store outage would (used by ``make chaos``). Postgres keeps its
+        data directory; ``hard`` makes its stop an immediate shutdown, so the start runs crash
+        recovery. Redis comes back empty, like any Redis without persistence (the embedded one has
+        none): what it held must be rebuilt."""
+        proc = self._procs.pop(name, None)
+        if proc is None or name not in ("redis", "postgres"):
+            raise RuntimeError(f"no embedded {name} runs in this stack, so it cannot be restarted")
+        port = getattr(self.ports, name)
+        if name == "redis":
+            stop(proc, sig=signal.SIGKILL if hard else signal.SIGTERM)
+            shutil.rmtree(self.root / "redis", ignore_errors=True)
+            time.sleep(down_s)
+            self._start_redis(port)
+        else:
+            # SIGQUIT: immediate shutdown (no checkpoint); SIGINT: fast shutdown.
+            stop(proc, sig=signal.SIGQUIT if hard else signal.SIGINT, timeout=30)
+            time.sleep(down_s)
+            self._run_postgres(_postgres_bin(), port, self._pg_user())
+
     def _record(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         self._procs[name] = proc
         self.pidfile.record(name, proc.pid)
@@ -211,6 +232,14 @@ class EmbeddedStack:
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip()[-1000:]}")
+        self._run_postgres(bin_path, port, user)
+        self._createdb(bin_path, port, user)
+        return {"LEADERBOARD_POSTGRES_DSN": f"postgresql://postgres@{HOST}:{port}/{self.database}"}
+
+    def _run_postgres(self, bin_path: Path, port: int, user: str | None) -> None:
+        """Start the postmaster on the existing data directory and wait until it listens."""
+        data = self.root / "postgres"
+        pgdata = data / "pgdata"
         # Ephemeral by design (see module doc), so durability settings that only guard against an OS
         # crash are off; a killed *client* still sees committed transactions, which is what tests need.
         proc = spawn(
@@ -238,8 +267,6 @@ class EmbeddedStack:
         )
         self._record("postgres", proc)
         wait_for_port(HOST, port, proc, "the embedded PostgreSQL", timeout=60)
-        self._createdb(bin_path, port, user)
-        return {"LEADERBOARD_POSTGRES_DSN": f"postgresql://postgres@{HOST}:{port}/{self.database}"}
 
     def _createdb(self, bin_path: Path, port: int, user: str | None) -> None:
         deadline = time.monotonic() + 30
