@@ -1,7 +1,9 @@
 """Game-backend and player traffic through the public HTTP API, for demos and load.
 
 Players go through the real ticket flow (start, wait the catalog's minimum, complete); a game
-backend reports batches of completed actions for other players with a service token.
+backend reports batches of completed actions for other players with a service token. Like a
+well-behaved backend, it keeps each player within the catalog's per-hour caps (the scorer
+quarantines the excess of service events by default, ``LEADERBOARD_SERVICE_CAPS=catalog``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -50,6 +54,27 @@ class Player:
     token: str
 
 
+@dataclass
+class HourlyBudget:
+    """What a player may still complete of each type within the catalog's rolling-hour cap."""
+
+    caps: dict[str, int]
+    _done: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+
+    def take(self, user_id: str, action_type: str, now: float | None = None) -> bool:
+        cap = self.caps.get(action_type, 0)
+        if cap == 0:
+            return True
+        now = time.monotonic() if now is None else now
+        done = self._done.setdefault((user_id, action_type), deque())
+        while done and now - done[0] >= 3600:
+            done.popleft()
+        if len(done) >= cap:
+            return False
+        done.append(now)
+        return True
+
+
 async def simulate(
     settings: CommonSettings,
     ingest_url: str,
@@ -77,11 +102,14 @@ async def simulate(
     async with httpx.AsyncClient(base_url=ingest_url, timeout=10) as http:
         catalog = (await http.get("/api/v1/catalog")).json()["actions"]
         types = [a for a in catalog if a["perHour"] == 0 or a["perHour"] >= 10]
+        budget = HourlyBudget({a["actionType"]: a["perHour"] for a in catalog})
 
         async def player_loop(p: Player) -> None:
             while end is None or loop.time() < end:
                 await asyncio.sleep(random.uniform(3, 12))
                 kind = random.choice(types)
+                if not budget.take(p.user_id, kind["actionType"]):
+                    continue
                 try:
                     started = await http.post(
                         "/api/v1/actions",
@@ -106,6 +134,8 @@ async def simulate(
                 for _ in range(batch):
                     p = random.choice(roster)
                     kind = random.choice(types)
+                    if not budget.take(p.user_id, kind["actionType"]):
+                        continue  # this player is at the cap: a real backend would not report more
                     events.append(
                         {
                             "actionId": str(uuid.uuid4()),
@@ -116,6 +146,9 @@ async def simulate(
                             "points": random.randint(1, kind["maxPoints"]),
                         }
                     )
+                if not events:
+                    await asyncio.sleep(1.0 / rate)
+                    continue
                 try:
                     r = await http.post(
                         "/api/v1/events",
