@@ -17,9 +17,10 @@ import pytest
 from redis.asyncio import Redis
 
 from leaderboard.cli.testing import Namespace, System
+from leaderboard.common.boardkeys import BoardKeys
 from leaderboard.common.events import ActionCompleted, now_ms
 from leaderboard.common.kafka import ensure_topics, new_consumer, producer
-from leaderboard.common.ranking import BoardKeys, RankKey
+from leaderboard.common.ranking import RankKey
 from leaderboard.common.topics import Topics
 from leaderboard.scorer.settings import ScorerSettings
 

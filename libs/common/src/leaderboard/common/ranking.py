@@ -7,6 +7,9 @@ score 0 and sort lexicographically by a fixed-width key::
 
     (2**63 - 1 - score) as 19 digits : reachedAt epoch-ms as 13 digits : userId
 
+The key layout of a board in Redis (and the offsets Lua needs) is ``leaderboard.common.boardkeys``;
+:class:`BoardKeys` is re-exported here for the callers that import it from this module.
+
 Limits: scores 0 .. 2**63-1 (Postgres bigint), times 1970 .. 2286. Postgres orders the same way with
 ``ORDER BY score DESC, reached_at ASC, user_id ASC`` (uuid compares as its lowercase hex).
 """
@@ -14,14 +17,29 @@ Limits: scores 0 .. 2**63-1 (Postgres bigint), times 1970 .. 2286. Postgres orde
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 from uuid import UUID
 
+from leaderboard.common.boardkeys import DEFAULT_BOARD, MS_DIGITS, SCORE_DIGITS, BoardKeys
 from leaderboard.common.events import RankedEntry
 
+__all__ = [
+    "DEFAULT_BOARD",
+    "GLOBAL_BOARD",
+    "MAX_MS",
+    "MAX_SCORE",
+    "BoardKeys",
+    "RankKey",
+    "changed_entries",
+    "decode_top",
+    "ranked_entries",
+    "sort_key",
+]
+
 MAX_SCORE = 2**63 - 1
-MAX_MS = 10**13 - 1
+MAX_MS = 10**MS_DIGITS - 1
 
 
 @dataclass(frozen=True, order=True)
@@ -35,7 +53,7 @@ class RankKey:
             raise ValueError(f"score {self.score} outside 0..2**63-1")
         if not 0 <= self.reached_ms <= MAX_MS:
             raise ValueError(f"reached time {self.reached_ms} outside the 13-digit range")
-        return f"{MAX_SCORE - self.score:019d}:{self.reached_ms:013d}:{self.user_id}"
+        return f"{MAX_SCORE - self.score:0{SCORE_DIGITS}d}:{self.reached_ms:0{MS_DIGITS}d}:{self.user_id}"
 
     @classmethod
     def parse(cls, member: str | bytes) -> RankKey:
@@ -49,31 +67,7 @@ def sort_key(score: int, reached_ms: int, user_id: UUID | str) -> tuple[int, int
     return (-score, reached_ms, str(user_id))
 
 
-@dataclass(frozen=True)
-class BoardKeys:
-    """Redis key layout of one board."""
-
-    prefix: str
-    board: str
-
-    @property
-    def rank(self) -> str:
-        return f"{self.prefix}:board:{self.board}:rank"
-
-    @property
-    def members(self) -> str:
-        return f"{self.prefix}:board:{self.board}:member"
-
-    @property
-    def names(self) -> str:
-        return f"{self.prefix}:board:{self.board}:names"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.prefix}:board:{self.board}:meta"
-
-
-GLOBAL_BOARD = "global"
+GLOBAL_BOARD = DEFAULT_BOARD  # the older name, kept for the callers that use it
 
 
 def decode_top(encoded: str | bytes | None) -> list[tuple[str, str]]:
@@ -104,3 +98,37 @@ def ranked_entries(
             )
         )
     return out
+
+
+# A top as the scorer holds it (RankedEntry) or as readers serve it (the JSON form, camelCase keys).
+JsonEntry = Mapping[str, Any]
+
+
+@overload
+def changed_entries(old: Sequence[RankedEntry], new: Sequence[RankedEntry]) -> list[UUID]: ...
+
+
+@overload
+def changed_entries(old: Sequence[JsonEntry], new: Sequence[JsonEntry]) -> list[str]: ...
+
+
+def changed_entries(
+    old: Sequence[RankedEntry] | Sequence[JsonEntry], new: Sequence[RankedEntry] | Sequence[JsonEntry]
+) -> list[UUID] | list[str]:
+    """The rank diff of two tops: users whose rank, score or name differs, or who entered the top
+    (in ``new``'s order), then users who left it (in ``old``'s order). Ids come back as the entries
+    hold them: UUIDs from :class:`RankedEntry`, the ``userId`` strings from JSON entries.
+
+    The scorer puts this in ``BoardChanged.changed``; the broadcaster computes it again per client,
+    against the top that client last received."""
+    before = dict(_entry_state(e) for e in old)
+    after = dict(_entry_state(e) for e in new)
+    changed = [uid for uid, state in after.items() if before.get(uid) != state]
+    changed += [uid for uid in before if uid not in after]
+    return changed
+
+
+def _entry_state(entry: RankedEntry | JsonEntry) -> tuple[Any, tuple[Any, Any, Any]]:
+    if isinstance(entry, RankedEntry):
+        return entry.user_id, (entry.rank, entry.score, entry.username)
+    return entry["userId"], (entry["rank"], entry["score"], entry["username"])

@@ -14,8 +14,11 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from leaderboard.common.events import ActionCompleted, RankedEntry, decode_action, epoch_ms
+from leaderboard.common.events import ActionCompleted, decode_action, epoch_ms
 from leaderboard.common.ranking import RankKey
+
+# The rank diff of two tops is shared with the broadcaster: it lives in leaderboard.common.ranking.
+from leaderboard.common.ranking import changed_entries as changed_entries
 
 
 @dataclass(frozen=True)
@@ -105,15 +108,6 @@ def merge_changes(pending: TopChange | None, change: TopChange | None) -> TopCha
     return TopChange(
         change.epoch, change.version, pending.old if pending.epoch == change.epoch else [], change.new
     )
-
-
-def changed_entries(old: Sequence[RankedEntry], new: Sequence[RankedEntry]) -> list[UUID]:
-    """Users whose rank, score or name differs between two tops, or who entered or left it."""
-    before = {e.user_id: (e.rank, e.score, e.username) for e in old}
-    after = {e.user_id: (e.rank, e.score, e.username) for e in new}
-    changed = [uid for uid, state in after.items() if before.get(uid) != state]
-    changed += [uid for uid in before if uid not in after]
-    return changed
 
 
 @dataclass(frozen=True)

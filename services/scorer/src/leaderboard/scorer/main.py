@@ -1,4 +1,5 @@
-"""``leaderboard scorer``: run one Faust worker of the scorer group."""
+"""``leaderboard scorer`` (or ``python -m leaderboard.scorer``): run one Faust worker of the scorer
+group; see ``entrypoints.worker``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import faust
 
 from leaderboard.common.kafka import ensure_topics
 from leaderboard.common.logs import setup_logging
-from leaderboard.scorer.app import build_app
+from leaderboard.scorer.entrypoints.worker import build_app
 from leaderboard.scorer.settings import ScorerSettings
 
 

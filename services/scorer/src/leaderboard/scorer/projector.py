@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from leaderboard.common.catalog import Catalog
 from leaderboard.common.events import BoardChanged, DeadLetter, SecurityEvent, iso_ms, now_ms
-from leaderboard.common.ranking import ranked_entries
+from leaderboard.common.ranking import changed_entries, ranked_entries
 from leaderboard.common.topics import Topics
 from leaderboard.scorer import domain
 from leaderboard.scorer.adapters import projection
@@ -111,8 +111,7 @@ class Projector:
         return current
 
     async def rebuild(self) -> TopChange | None:
-        lock = f"{self.settings.redis_prefix}:board:{self.settings.board}:rebuild-lock"
-        async with self.redis.lock(lock, timeout=120, blocking_timeout=120):
+        async with self.redis.lock(self.board.keys.rebuild_lock, timeout=120, blocking_timeout=120):
             if await self.board.has_epoch():
                 return None
             epoch = uuid.uuid4().hex[:12]
@@ -243,7 +242,7 @@ class Projector:
             epoch=change.epoch,
             version=change.version,
             top=new,
-            changed=domain.changed_entries(old, new),
+            changed=changed_entries(old, new),
             at=now_ms(),
         )
         await self.producer.send_and_wait(

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from leaderboard.common.boardkeys import DEFAULT_BOARD
 from leaderboard.common.settings import CommonSettings
 
 FaultPoint = Literal["after_fetch", "after_postgres", "after_redis", "before_commit"]
@@ -20,7 +21,9 @@ class ScorerSettings(CommonSettings):
     batch_within_s: float = Field(0.05, gt=0)
     session_timeout_s: float = Field(10, ge=2, description="How fast a dead member's partitions move on.")
     commit_interval_s: float = 1.0
-    board: str = "global"
+    # Faust's local state (LEADERBOARD_SCORER_DATADIR); the scorer keeps no tables in it.
+    scorer_datadir: Path = Path(".leaderboard/scorer-data")
+    board: str = DEFAULT_BOARD
     # Anti-abuse: per user and action type, at most N applied events within W seconds of acceptedAt
     # (the log's time, so a replay quarantines the same events). JSON in the environment, e.g.
     # LEADERBOARD_VELOCITY_CAPS='{"quest": [20, 60]}'. Types not listed are uncapped.

@@ -1,6 +1,7 @@
 """The Redis board: absolute scores in, top-N change detection out, rebuild from Postgres.
 
-Layout (see ``leaderboard.common.ranking``): a zero-score sorted set of exact rank keys, a hash
+Layout (``leaderboard.common.boardkeys``, which also gives the script the rank member's layout): a
+zero-score sorted set of exact rank keys, a hash
 userId -> current key, a hash of names, a hash of applied versions and a meta hash
 (epoch, version, top, rev). One Lua script applies a batch of absolute scores *and* compares the
 top N, so the version it hands out always matches the top it returns, however many scorer
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from string import Template
 
 from redis.asyncio import Redis
 
-from leaderboard.common.ranking import BoardKeys, decode_top
+from leaderboard.common.boardkeys import LUA, BoardKeys
+from leaderboard.common.ranking import decode_top
 from leaderboard.scorer.domain import ScoreRow, TopChange
 
-APPLY = """
+APPLY = Template("""
 local meta = KEYS[4]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {'NOEPOCH'} end
@@ -41,7 +44,7 @@ if touched > 0 then redis.call('HINCRBY', meta, 'rev', 1) end
 local members = redis.call('ZRANGE', KEYS[1], 0, topn - 1)
 local top = {}
 for i, m in ipairs(members) do
-  local uid = string.sub(m, 35)
+  local uid = string.sub(m, $member_user_start)
   top[#top + 1] = m
   top[#top + 1] = redis.call('HGET', KEYS[3], uid) or ''
 end
@@ -51,7 +54,7 @@ if encoded == old then return {'SAME', epoch, redis.call('HGET', meta, 'version'
 local version = redis.call('HINCRBY', meta, 'version', 1)
 redis.call('HSET', meta, 'top', encoded)
 return {'CHANGED', epoch, tostring(version), old, encoded}
-"""
+""").substitute(LUA)
 
 
 def _text(value: bytes | str) -> str:
@@ -69,13 +72,9 @@ class RedisBoard:
         self.top_n = top_n
         self._apply = redis.register_script(APPLY)
 
-    @property
-    def versions_key(self) -> str:
-        return f"{self.keys.prefix}:board:{self.keys.board}:ver"
-
     def _keys(self) -> list[str]:
-        k = self.keys
-        return [k.rank, k.members, k.names, k.meta, self.versions_key]
+        k = self.keys  # KEYS[1..5] of the script
+        return [k.rank, k.members, k.names, k.meta, k.versions]
 
     async def apply(self, rows: Sequence[ScoreRow]) -> TopChange | None:
         args: list[str | int] = [self.top_n]
@@ -102,8 +101,7 @@ class RedisBoard:
 
     async def rebuild(self, rows: Sequence[ScoreRow], epoch: str, version: int) -> None:
         """Replace the board with ``rows`` atomically (build aside, then RENAME into place)."""
-        tmp = BoardKeys(self.keys.prefix, f"{self.keys.board}:rebuild:{uuid.uuid4().hex[:8]}")
-        tmp_versions = f"{tmp.prefix}:board:{tmp.board}:ver"
+        tmp = self.keys.rebuild_keys(uuid.uuid4().hex[:8])
         chunk = 5000
         for i in range(0, len(rows), chunk):
             part = rows[i : i + chunk]
@@ -111,14 +109,14 @@ class RedisBoard:
             pipe.zadd(tmp.rank, {r.member(): 0 for r in part})
             pipe.hset(tmp.members, mapping={r.user_id: r.member() for r in part})
             pipe.hset(tmp.names, mapping={r.user_id: r.username for r in part})
-            pipe.hset(tmp_versions, mapping={r.user_id: r.version for r in part})
+            pipe.hset(tmp.versions, mapping={r.user_id: r.version for r in part})
             await pipe.execute()
         pipe = self.redis.pipeline(transaction=True)
         for src, dst in (
             (tmp.rank, self.keys.rank),
             (tmp.members, self.keys.members),
             (tmp.names, self.keys.names),
-            (tmp_versions, self.versions_key),
+            (tmp.versions, self.keys.versions),
         ):
             if rows:
                 pipe.rename(src, dst)

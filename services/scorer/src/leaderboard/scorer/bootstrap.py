@@ -1,0 +1,49 @@
+"""Builds what the scorer runs on (the Postgres pool with the schema migrated, Redis, the Kafka
+producer, and the :class:`Projector` over them) and closes it again: one ``async with`` shared by the
+Faust worker (``entrypoints.worker``) and any other driver of the projection (``leaderboard replay``,
+the benchmark's plain consumer), so they all open the stores the same way.
+
+Start-up checks that need a consumer's point of view (rebuild a missing board, announce a version a
+crash kept from going out, audit pending quarantines) are the worker's, not part of building: replay
+empties the stores first and must not announce the old board.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from leaderboard.common.kafka import producer
+from leaderboard.common.postgres import postgres_pool
+from leaderboard.common.redis import redis_client
+from leaderboard.scorer.adapters.migrate import migrate
+from leaderboard.scorer.projector import Projector
+from leaderboard.scorer.settings import ScorerSettings
+
+POOL_SIZE = 4  # one batch at a time per worker, plus the admin route and start-up checks
+
+
+@dataclass(frozen=True)
+class Ports:
+    settings: ScorerSettings
+    pool: asyncpg.Pool
+    redis: Redis
+    producer: AIOKafkaProducer
+    projector: Projector
+
+
+@contextlib.asynccontextmanager
+async def bootstrap(settings: ScorerSettings, *, pool_size: int = POOL_SIZE) -> AsyncIterator[Ports]:
+    """Open the stores (migrating Postgres first), yield the ports, close them in reverse order."""
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(postgres_pool(settings, max_size=pool_size))
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        redis = await stack.enter_async_context(redis_client(settings))
+        kafka = await stack.enter_async_context(producer(settings))
+        yield Ports(settings, pool, redis, kafka, Projector(settings, pool, redis, kafka))

@@ -1,0 +1,1 @@
+"""How the scorer is driven: the Faust worker (``worker``) and its web routes (``web``)."""
