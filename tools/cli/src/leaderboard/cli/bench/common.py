@@ -10,7 +10,6 @@ import asyncio
 import os
 import platform
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -44,47 +43,50 @@ class Sizes:
     """How big each section runs; ``quick`` shrinks all of them for a smoke run."""
 
     quick: bool = False
-    # ingest
-    duration_s: float = 10.0
-    warmup_s: float = 1.0
-    concurrency: int = 32
-    rounds: int = 2
-    batch_events: int = 100
+    runs: int = 3  # each headline figure is the median of this many runs (min and max beside it)
+    # http: closed-loop runs of ``duration_s`` with ``vus`` k6 virtual users
+    duration_s: float = 6.0
+    vus: int = 32
     players: int = 64
-    # scorer
-    events: int = 50_000
-    users: int = 5_000
+    tickets: int = 5_000  # distinct valid tickets completed per run
+    batch_events: int = 100
+    users: int = 5_000  # the user pool of service batches and naive writes (page 50 needs >= 510)
+    # scorer: catch-up on a backlog
+    events: int = 100_000
     batch_size: int = 2_000
-    naive_events: int = 3_000
-    naive_time_s: float = 20.0
-    # end to end
-    samples: int = 200
+    # end to end: open-loop load at each rate, markers timed from their 2xx to the frame showing them
+    e2e_rates: list[int] = field(default_factory=lambda: [100, 500, 2_000])
+    e2e_duration_s: float = 6.0
+    marker_interval_s: float = 0.1
     poll_interval_s: float = 0.1
     # fan-out
-    clients: list[int] = field(default_factory=lambda: [100, 1_000, 5_000])
-    changes: int = 15
+    clients: list[int] = field(default_factory=lambda: [1_000, 5_000, 10_000])
+    changes: int = 12
     clients_per_worker: int = 1_250
 
     @classmethod
-    def make(cls, quick: bool) -> Sizes:
-        if not quick:
-            return cls()
-        return cls(
-            quick=True,
-            duration_s=3.0,
-            warmup_s=0.5,
-            concurrency=8,
-            rounds=1,
-            players=16,
-            events=5_000,
-            users=500,
-            naive_events=300,
-            naive_time_s=5.0,
-            samples=15,
-            clients=[50, 200],
-            changes=4,
-            clients_per_worker=150,
-        )
+    def make(cls, quick: bool, runs: int | None = None) -> Sizes:
+        sizes = cls()
+        if quick:
+            sizes = cls(
+                quick=True,
+                runs=1,
+                duration_s=2.0,
+                vus=8,
+                players=8,
+                tickets=300,
+                users=700,
+                events=5_000,
+                e2e_duration_s=2.0,
+                clients=[50, 200],
+                changes=4,
+                clients_per_worker=100,
+            )
+        if runs is not None:
+            if runs < 1:
+                raise ValueError("runs must be at least 1")
+            sizes.runs = runs
+        return sizes
 
 
 @dataclass
@@ -184,7 +186,6 @@ def machine() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "wrk": shutil.which("wrk"),
     }
 
 

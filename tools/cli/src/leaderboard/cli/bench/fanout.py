@@ -19,11 +19,11 @@ Figures, per N:
 - ``missed``: frames a client never got (coalesced because it was behind), ``coalesced`` and
   ``dropped`` from the broadcaster's own counters.
 
-Naive baseline (``baseline_sequential``, at the smaller sizes): the same clients on a minimal
-server that consumes the same topic and awaits each client in turn (``for ws in clients: await
-ws.send(frame)``), the loop python-websockets' broadcast guide warns against. On a quiet loopback
-with clients that all keep up it is a fair race; its weakness, one stuck client stalling everyone,
-is what the broadcaster's tests show rather than a figure here.
+Baseline (``baseline_broadcast``, at every size): a bare python-websockets server that follows the
+same topic and hands each frame to every client with ``websockets.broadcast`` (no versions, resume
+or coalescing), with the same clients. The clients are Python, not k6 (one k6 VU per connection
+would not fit 10,000 connections in this machine's memory); their CPU is sampled beside the
+server's (``headroom``), and when the clients used more than the server, the delay is partly theirs.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ from typing import Any
 import httpx
 import psutil
 
+from leaderboard.cli.bench import k6
 from leaderboard.cli.bench.common import Context, until
+from leaderboard.cli.bench.figures import figure
 from leaderboard.cli.bench.stats import summarize
 from leaderboard.cli.processes import free_port
 from leaderboard.cli.services import ServiceSpec, Supervisor, leaderboard_cmd
@@ -52,7 +54,7 @@ from leaderboard.common.kafka import ensure_topics, new_producer
 from leaderboard.common.settings import CommonSettings
 from leaderboard.common.topics import Topics
 
-BASELINE_MAX_CLIENTS = 1_000
+BASELINE = "bare websockets broadcast server"
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -84,18 +86,52 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
                 out[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid)
             finally:
                 supervisor.stop_all()
-            if n <= BASELINE_MAX_CLIENTS:
-                supervisor = Supervisor()
-                try:
-                    port = _start_naive(supervisor, ns.env, ctx, f"fanout-naive-{n}")
-                    pid = supervisor.running[f"fanout-naive-{n}"].proc.pid
-                    baseline[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid, naive=True)
-                finally:
-                    supervisor.stop_all()
+            supervisor = Supervisor()
+            try:
+                port = _start_naive(supervisor, ns.env, ctx, f"fanout-bare-{n}")
+                pid = supervisor.running[f"fanout-bare-{n}"].proc.pid
+                baseline[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid, naive=True)
+            finally:
+                supervisor.stop_all()
     finally:
         await producer.stop()
-    if baseline:
-        out["baseline_sequential"] = baseline
+    out["baseline_broadcast"] = baseline
+    figures: list[dict[str, Any]] = []
+    for n in ctx.sizes.clients:
+        mine, theirs = out[f"clients_{n}"], baseline[f"clients_{n}"]
+        for q in ("p50", "p99"):
+            figures.append(
+                figure(
+                    f"fanout_{q}_ms_at_{n}",
+                    f"fan-out delay {q} at {n:,} clients",
+                    "ms",
+                    "lower",
+                    [mine["frame_delay_ms"][q]],
+                    [theirs["frame_delay_ms"][q]],
+                    BASELINE,
+                )
+            )
+        figures.append(
+            figure(
+                f"fanout_memory_kib_at_{n}",
+                f"memory per connection at {n:,} clients",
+                "KiB",
+                "lower",
+                [mine["memory_per_connection_kib"]],
+                [theirs["memory_per_connection_kib"]],
+                BASELINE,
+            )
+        )
+    runs = [*(out[f"clients_{n}"] for n in ctx.sizes.clients), *baseline.values()]
+    out["figures"] = figures
+    out["headroom"] = {
+        "bottleneck_in": [
+            f"{'bare' if r in baseline.values() else 'project'}@{r['clients']}"
+            for r in runs
+            if r["headroom"]["generator_bottleneck"]
+        ],
+        "max_generator": max((r["headroom"] for r in runs), key=lambda h: h["generator_cores"], default=None),
+    }
     return out
 
 
@@ -234,6 +270,9 @@ async def _measure(
                 raise RuntimeError(f"a fan-out worker failed to connect its clients: {line!r}")
         await asyncio.sleep(1.0)
         rss_after = server.memory_info().rss
+        watched = {f"client:{i}": psutil.Process(w.pid) for i, w in enumerate(workers)}
+        watched["system:server"] = server
+        cpu0 = k6.sample(watched)
         buckets0 = {} if naive else await _buckets(port)
         coalesced0 = 0.0 if naive else await _metric(port, "broadcaster_coalesced_total")
         dropped0 = 0.0 if naive else await _metric(port, "broadcaster_dropped_total")
@@ -252,6 +291,8 @@ async def _measure(
         for w in workers:
             assert w.stdout is not None
             reports.append(json.loads(await asyncio.wait_for(w.stdout.readline(), 300)))
+            if len(reports) == 1:
+                cpu1 = k6.sample(watched)  # before the first worker exits and its CPU is gone
         buckets = {} if naive else await _buckets(port)
         coalesced = (0.0 if naive else await _metric(port, "broadcaster_coalesced_total")) - coalesced0
         dropped = (0.0 if naive else await _metric(port, "broadcaster_dropped_total")) - dropped0
@@ -273,8 +314,18 @@ async def _measure(
         delays += [t - publisher.sent_at[v] for t in arrivals]
         if len(arrivals) == n:
             last.append(max(arrivals) - publisher.sent_at[v])
+    cpu = k6.cpu_between(cpu0, cpu1)
+    per_client = [v for k, v in cpu["cores"].items() if k.startswith("client:")]
+    clients_cores = sum(per_client)
     result: dict[str, Any] = {
         "clients": n,
+        "headroom": k6.headroom(
+            clients_cores,
+            cpu["cores"]["system:server"],
+            cpu["machine_busy"],
+            generator="python websocket clients",
+            busiest_generator_process=max(per_client, default=0.0),
+        ),
         "workers": len(workers),
         "changes": len(timed),
         "frame_delay_ms": summarize(delays, 1000),
@@ -363,16 +414,16 @@ async def _worker(url: str, clients: int, epoch: str) -> None:
     sys.stdout.flush()
 
 
-# --- naive baseline server: await each client in turn --------------------------------------------
+# --- baseline server: bare websockets broadcast ----------------------------------------------------
 
 
 async def _naive(port: int) -> None:
-    """A websockets server that follows the changes topic and sends each frame to each client in
-    turn, awaiting every send, plus a /readyz for the supervisor."""
+    """A websockets server that follows the changes topic and hands each frame to every client with
+    ``websockets.broadcast`` (a non-blocking write per connection), plus a /readyz for the supervisor."""
     from http import HTTPStatus
 
     from aiokafka import TopicPartition
-    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
     from websockets.http11 import Request, Response
 
     from leaderboard.common.kafka import new_consumer
@@ -431,9 +482,7 @@ async def _naive(port: int) -> None:
                             separators=(",", ":"),
                         )
                         latest[:] = [frame]
-                        for ws in list(clients):  # the naive loop: one client at a time
-                            with contextlib.suppress(Exception):
-                                await ws.send(frame)
+                        broadcast(clients, frame)
     finally:
         await consumer.stop()
 
@@ -445,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--url", required=True)
     w.add_argument("--clients", type=int, required=True)
     w.add_argument("--epoch", required=True)
-    s = sub.add_parser("naive-server", help="the sequential-send baseline server")
+    s = sub.add_parser("naive-server", help="the bare broadcast baseline server")
     s.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     if args.cmd == "worker":

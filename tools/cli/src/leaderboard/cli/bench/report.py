@@ -42,6 +42,76 @@ RATIOS: list[tuple[str, str, str, str]] = [
 ]
 
 
+# Shown in the headline table (figures) or too long for the detail tables (every k6 run's numbers).
+SKIP = {"figures", "k6_runs"}
+
+
+def _value(v: Any, unit: str) -> str:
+    if v is None or not isinstance(v, int | float) or v != v:
+        return "-"
+    if unit == "ms":
+        return fmt_ms(v)
+    if unit == "KiB":
+        return f"{v:.1f}"
+    return fmt_rate(v)
+
+
+def _spread(s: dict[str, Any], unit: str) -> str:
+    med = _value(s.get("median"), unit)
+    if med == "-":
+        return "-"
+    runs = [r for r in s.get("runs", []) if r is not None]
+    if len(runs) > 1:
+        return f"{med} ({_value(s.get('min'), unit)}-{_value(s.get('max'), unit)})"
+    return med
+
+
+def table(data: dict[str, Any]) -> str:
+    """The headline table: one line per figure with this project, the baseline and their ratio,
+    after the machine's size and the generator's headroom."""
+    m = data.get("machine", {})
+    lines = [
+        "# Benchmark",
+        "",
+        f"Machine: {m.get('nproc')} cores ({m.get('cpu_model')}), {m.get('memory_total_gib')} GiB RAM, "
+        f"Python {m.get('python')}; load average before {m.get('load_average')}, after "
+        f"{data.get('load_average_after')}. {'Quick sizes (smoke run). ' if data.get('quick') else ''}"
+        f"Each figure: median of {data.get('runs')} run(s) (min-max). Ratio = this project / baseline.",
+        "",
+        "| figure | this project | baseline | ratio |",
+        "|---|---|---|---|",
+    ]
+    baselines: list[str] = []
+    for f in data.get("figures", []):
+        unit = f.get("unit", "")
+        ratio = f.get("ratio")
+        r = f"{ratio:.2f}x" if isinstance(ratio, int | float) else "-"
+        if f.get("baseline_label") not in baselines:
+            baselines.append(f.get("baseline_label"))
+        mark = chr(ord("a") + baselines.index(f.get("baseline_label")))
+        lines.append(
+            f"| {f.get('label')} ({unit}, {f.get('better')} is better) | {_spread(f.get('project', {}), unit)} | "
+            f"{_spread(f.get('baseline', {}), unit)} ({mark}) | {r} |"
+        )
+    lines += [
+        "",
+        "Baselines: " + "; ".join(f"({chr(ord('a') + i)}) {b}" for i, b in enumerate(baselines)) + ".",
+    ]
+    lines += ["", "Load generator headroom:"]
+    for section, h in (data.get("headroom") or {}).items():
+        if not isinstance(h, dict):
+            continue
+        flagged = h.get("bottleneck_in") or []
+        worst = h.get("max_generator") or {}
+        state = f"WARNING, generator-bound in {', '.join(flagged)}" if flagged else "ok"
+        lines.append(f"- {section}: {state}; busiest generator run: {worst.get('verdict', '-')}")
+    for section in ("http", "scorer", "e2e", "fanout"):
+        err = (data.get(section) or {}).get("error") if isinstance(data.get(section), dict) else None
+        if err:
+            lines.append(f"- {section} FAILED: {err}")
+    return "\n".join(lines) + "\n"
+
+
 def lookup(data: dict[str, Any], path: str) -> Any:
     node: Any = data
     for part in path.split("."):
@@ -68,6 +138,8 @@ def _scalar(value: Any) -> str:
 def _lines(node: dict[str, Any], prefix: str = "") -> list[str]:
     out: list[str] = []
     for key, value in node.items():
+        if key in SKIP:
+            continue
         name = f"{prefix}{key}"
         if _is_summary(value):
             out.append(

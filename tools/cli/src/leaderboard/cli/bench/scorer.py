@@ -1,10 +1,10 @@
-"""Scorer: events/s end to end, from events already in the topic to their effects committed
-(action rows in Postgres, every user on the Redis board), for the Faust scorer and, in the same run,
-for a plain aiokafka consumer loop doing the same SQL and Redis work (``plain_scorer``), and a
-naive one-event-per-transaction loop (time-boxed, on fewer events).
+"""Scorer catch-up: events/s from a backlog already in the topic (100,000 events by default) to
+their effects committed (action rows in Postgres, every user on the Redis board), for the Faust
+scorer and, in the same run, a plain aiokafka consumer loop doing the same SQL and Redis work
+(``plain_scorer``: the same :class:`Projector`), alternating, ``runs`` times each.
 
-Each contender gets its own namespace (topic, consumer group, database, Redis prefix) holding the
-same events, produced before it starts. Two figures each: *wall* from process spawn to done
+The backlog is produced once into one topic; each contender and run gets its own consumer group,
+database and Redis prefix and reads that topic from the beginning. Two figures each: *wall* from process spawn to done
 (start-up, group join and migrations included) and *steady* from the first batch's transaction
 (``min(actions.applied_at)``) to done. Batches are counted as distinct ``applied_at`` values (one
 per transaction, since ``now()`` is the transaction's start).
@@ -25,6 +25,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from leaderboard.cli.bench.common import BENCH_TYPE, Context
+from leaderboard.cli.bench.figures import figure, spread
 from leaderboard.cli.bench.stats import rate
 from leaderboard.cli.processes import spawn, stop
 from leaderboard.cli.testing import Namespace, System
@@ -153,72 +154,94 @@ async def _watch(
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    """Produce the backlog once into a shared topic, then per run let each contender catch up on it
+    from the beginning in a namespace of its own (consumer group, database, Redis prefix)."""
     sizes = ctx.sizes
-    faust_ns = ctx.namespace()
-    plain_ns = ctx.namespace()
-    naive_ns = ctx.namespace(LEADERBOARD_BATCH_SIZE="1")
-    namespaces = [faust_ns, plain_ns, naive_ns]
+    shared = ctx.namespace()
+    prefix = shared.env["LEADERBOARD_TOPIC_PREFIX"]
     log_dir = ctx.log_dir("scorer")
-    system = System(faust_ns, log_dir)
-    procs: list[Any] = []
+    faust_runs: list[dict[str, Any]] = []
+    plain_runs: list[dict[str, Any]] = []
     try:
         events, total, users = _events(sizes.events, sizes.users)
-        naive_n = min(sizes.naive_events, sizes.events)
-        naive_total = sum(ActionCompleted.model_validate_json(v).points for _, v in events[:naive_n])
-        naive_users = len({k for k, _ in events[:naive_n]})
-        produce_s = asyncio.run(
-            _produce([(faust_ns, sizes.events), (plain_ns, sizes.events), (naive_ns, naive_n)], events)
-        )
+        produce_s = asyncio.run(_produce([(shared, sizes.events)], events))
+        del events
         limit = max(120.0, sizes.events / 250)
+        for round_ in range(sizes.runs):
+            log.info("scorer round %d", round_ + 1)
+            faust_ns = ctx.namespace(LEADERBOARD_TOPIC_PREFIX=prefix)
+            system = System(faust_ns, log_dir)
+            try:
 
-        def start_faust() -> None:
-            system.start(only=["scorer"])
+                def start_faust() -> None:
+                    system.start(only=["scorer"])  # noqa: B023 - called before the loop moves on
 
-        def start_plain(ns: Namespace, name: str) -> Callable[[], None]:
-            def go() -> None:
-                procs.append(
-                    spawn(
-                        [sys.executable, "-m", "leaderboard.cli.bench.plain_scorer"],
-                        env=ns.env,
-                        log_path=log_dir / f"{name}.log",
+                faust = asyncio.run(_watch(faust_ns, start_faust, sizes.events, users, limit))
+            finally:
+                system.stop()
+                faust_ns.drop()
+            faust["consistent"] = faust["points_in_postgres"] == faust["score_sum"] == total
+            faust_runs.append(faust)
+
+            plain_ns = ctx.namespace(LEADERBOARD_TOPIC_PREFIX=prefix)
+            procs: list[Any] = []
+            try:
+
+                def start_plain() -> None:
+                    procs.append(  # noqa: B023
+                        spawn(
+                            [sys.executable, "-m", "leaderboard.cli.bench.plain_scorer"],
+                            env=plain_ns.env,  # noqa: B023
+                            log_path=log_dir / f"plain-{round_}.log",  # noqa: B023
+                        )
                     )
-                )
 
-            return go
-
-        faust = asyncio.run(_watch(faust_ns, start_faust, sizes.events, users, limit))
-        system.stop()
-        plain = asyncio.run(_watch(plain_ns, start_plain(plain_ns, "plain"), sizes.events, users, limit))
-        for p in procs:
-            stop(p)
-        naive = asyncio.run(
-            _watch(
-                naive_ns,
-                start_plain(naive_ns, "naive"),
-                naive_n,
-                naive_users,
-                sizes.naive_time_s,
-                box_from_first=True,
-            )
-        )
-        faust["consistent"] = faust["points_in_postgres"] == faust["score_sum"] == total
-        plain["consistent"] = plain["points_in_postgres"] == plain["score_sum"] == total
-        naive["consistent"] = naive["points_in_postgres"] == naive["score_sum"] and (
-            naive["timed_out"] or naive["score_sum"] == naive_total
-        )
-        return {
-            "events": sizes.events,
-            "users": users,
-            "partitions": int(faust_ns.env["LEADERBOARD_ACTIONS_PARTITIONS"]),
-            "batch_size": sizes.batch_size,
-            "produce_s": produce_s,
-            "faust": faust,
-            "baseline_plain_consumer": plain,
-            "baseline_per_event": {**naive, "batch_size": 1, "time_box_s": sizes.naive_time_s},
-        }
+                plain = asyncio.run(_watch(plain_ns, start_plain, sizes.events, users, limit))
+            finally:
+                for p in procs:
+                    stop(p)
+                plain_ns.drop()
+            plain["consistent"] = plain["points_in_postgres"] == plain["score_sum"] == total
+            plain_runs.append(plain)
     finally:
-        system.stop()
-        for p in procs:
-            stop(p)
-        for ns in namespaces:
-            ns.drop()
+        shared.drop()
+
+    def median_of(runs: list[dict[str, Any]], key: str) -> float:
+        return float(spread([r[key] for r in runs])["median"])
+
+    baseline = "plain aiokafka consumer, same SQL (plain_scorer)"
+    figures = [
+        figure(
+            "scorer_catchup_events_per_s",
+            f"scorer catch-up on a {sizes.events:,}-event backlog (steady)",
+            "events/s",
+            "higher",
+            [r["events_per_s_steady"] for r in faust_runs],
+            [r["events_per_s_steady"] for r in plain_runs],
+            baseline,
+            note="steady: from the first batch's transaction to the last effect; wall (start-up included) in runs",
+        ),
+        figure(
+            "scorer_catchup_wall_s",
+            "scorer catch-up wall time, start-up included",
+            "s",
+            "lower",
+            [r["wall_s"] for r in faust_runs],
+            [r["wall_s"] for r in plain_runs],
+            baseline,
+        ),
+    ]
+    return {
+        "events": sizes.events,
+        "users": users,
+        "partitions": int(shared.env["LEADERBOARD_ACTIONS_PARTITIONS"]),
+        "batch_size": sizes.batch_size,
+        "produce_s": produce_s,
+        "figures": figures,
+        "faust": {"events_per_s_steady": median_of(faust_runs, "events_per_s_steady"), "runs": faust_runs},
+        "baseline_plain_consumer": {
+            "events_per_s_steady": median_of(plain_runs, "events_per_s_steady"),
+            "runs": plain_runs,
+        },
+        "consistent": all(r["consistent"] and not r["timed_out"] for r in faust_runs + plain_runs),
+    }
