@@ -181,3 +181,38 @@ def test_audit_events_escape_what_they_report() -> None:
     rejected.to_bytes().decode("utf-8")  # encodable
     letter = DeadLetter.of("t", 0, 1, None, b"\x00", "bad \x00 record")
     assert letter.error == "bad \\u0000 record"
+
+
+def test_every_event_type_decodes_through_the_one_upcaster() -> None:
+    from leaderboard.common.events import (
+        AttemptRejected,
+        BoardChanged,
+        RankedEntry,
+        decode,
+        decode_board_changed,
+        now_ms,
+    )
+    from leaderboard.common.ranking import GLOBAL_BOARD
+
+    change = BoardChanged(
+        board=GLOBAL_BOARD,
+        epoch="e1",
+        version=3,
+        top=[RankedEntry(rank=1, user_id=uuid.uuid4(), username="Ada", score=10)],
+        changed=[],
+        at=now_ms(),
+    )
+    assert decode_board_changed(change.to_bytes()) == change == decode(change.to_bytes(), BoardChanged)
+    audit = AttemptRejected(reason="invalid", client_ip="1.2.3.4", request_id="r", at=now_ms())
+    assert decode(audit.to_bytes(), AttemptRejected) == audit
+    newer = json.loads(change.to_bytes())
+    newer["schemaVersion"] = 2
+    with pytest.raises(ValueError, match="unsupported schemaVersion 2 of BoardChanged"):
+        decode_board_changed(json.dumps(newer).encode())
+    for raw in (b"[]", b"not json", b"\xff\xfe"):
+        with pytest.raises(ValueError):
+            decode_board_changed(raw)
+    loose = json.loads(change.to_bytes())
+    loose["version"] = "3"  # strict numbers on this path too
+    with pytest.raises(ValidationError):
+        decode_board_changed(json.dumps(loose).encode())

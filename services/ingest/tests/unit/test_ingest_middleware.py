@@ -7,7 +7,7 @@ import json
 from starlette.types import Message, Receive, Scope, Send
 
 from leaderboard.ingest.adapters.ratelimit import Decision
-from leaderboard.ingest.middleware import BufferedBodyLimit
+from leaderboard.ingest.entrypoints.middleware import BufferedBodyLimit
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,7 +78,7 @@ def test_rate_limit_headers() -> None:
 
 
 def test_encoding_problem_accepts_utf8_and_refuses_the_rest() -> None:
-    from leaderboard.ingest.middleware import encoding_problem
+    from leaderboard.ingest.entrypoints.middleware import encoding_problem
 
     body = '{"actionType": "quest", "name": "Zoë 🦊"}'
     assert encoding_problem(body.encode()) is None

@@ -10,13 +10,19 @@ Key sources, in order: a JWKS file, a JWKS URL, a PEM public key file, the dev k
 
 A token longer than ``jwt_max_token_bytes`` is refused before anything decodes it: base64 and JSON
 work on a megabyte-long token costs CPU on every request, for a credential that is a few hundred bytes.
+
+:func:`authenticate` is the one way every service turns an ``Authorization`` header into a principal
+(HTTP routes, WebSocket handshakes, the scorer's admin page): the same parsing, the same refusals, and
+verification off the event loop whenever the verifier may fetch keys over the network.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -39,8 +45,25 @@ PRIVATE_KEY_NAME = "jwt-ed25519.pem"
 PUBLIC_KEY_NAME = "jwt-ed25519.pub.pem"
 
 
+log = logging.getLogger(__name__)
+
+
 class AuthError(Exception):
-    """The token is missing, malformed, or not acceptable. Always a 401."""
+    """The token is missing, malformed, or not acceptable. Always a 401.
+
+    ``challenge`` is the ``WWW-Authenticate`` value that goes with the refusal (RFC 6750 §3).
+    """
+
+    challenge = 'Bearer error="invalid_token"'
+
+
+class MissingToken(AuthError):
+    """No bearer token at all (no header, another scheme, or an empty credential)."""
+
+    challenge = "Bearer"
+
+    def __init__(self, message: str = "missing bearer token") -> None:
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -282,3 +305,40 @@ def mint_token(
     claims = {**token_claims(settings, sub=sub, role=role, name=name, ttl_s=ttl_s), **(extra_claims or {})}
     headers = {"kid": okp_thumbprint(private.public_key()), "typ": "JWT"}
     return jwt.encode(claims, private, algorithm="EdDSA", headers=headers)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <token>`` header value, or None when there is none.
+
+    Parsed as FastAPI's ``HTTPBearer`` does: the scheme is case-insensitive and the credential is
+    what follows the first space, stripped.
+    """
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if not scheme or not credential or scheme.lower() != "bearer":
+        return None
+    return credential
+
+
+async def authenticate(authorization: str | None, verifier: TokenVerifier) -> Principal:
+    """The principal of an ``Authorization`` header value; :class:`AuthError` (or :class:`MissingToken`)
+    otherwise.
+
+    A verifier that may fetch a JWKS runs in a thread, so that a slow identity provider cannot stall
+    the event loop. A verifier bug fails closed, as an :class:`AuthError` and never as an exception
+    that would become a 500.
+    """
+    token = bearer_token(authorization)
+    if token is None:
+        raise MissingToken()
+    try:
+        if verifier.fetches_keys:
+            return await asyncio.to_thread(verifier.verify, token)
+        return verifier.verify(token)
+    except AuthError:
+        raise
+    except Exception as exc:
+        log.exception("token verification failed unexpectedly")
+        raise AuthError("invalid token") from exc

@@ -1,7 +1,8 @@
 """Versioned event schemas carried on Kafka (SPEC section 4).
 
-Events are past tense and carry ``schemaVersion``. Decoding goes through :func:`decode_action`,
-the one place where older versions would be upcast. Times are sent as ISO-8601 UTC with
+Events are past tense and carry ``schemaVersion``. Decoding of every event type goes through
+:func:`decode` (``decode_action`` and ``decode_board_changed`` are its names for the two types read off
+Kafka), and so through :func:`_upcast`, the one place where older versions would be upcast. Times are sent as ISO-8601 UTC with
 milliseconds; they are truncated to milliseconds on creation so that what Postgres stores, what
 Redis encodes and what the log replays are the same instant.
 
@@ -20,8 +21,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -115,6 +117,19 @@ DisplayName = Annotated[str, _escaped(64)]
 Username = Annotated[SafeText, Field(min_length=1, max_length=64)]
 ActionType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 RequestId = Annotated[SafeText, Field(max_length=128)]
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def is_sane_request_id(given: str) -> bool:
+    """True when a caller's X-Request-ID is short and plain enough to go into logs and events as it is
+    (else the services make their own, :func:`new_request_id`)."""
+    return _REQUEST_ID.fullmatch(given) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
 SchemaVersion = Annotated[Literal[1], BeforeValidator(_exact_int)]
 MAX_POINTS = 1_000_000
 
@@ -126,8 +141,52 @@ class Event(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
+MAX_METADATA_BYTES = 1024
+
+
+def _json_value(value: object, where: str) -> None:
+    """Refuse what JSON or the stores cannot hold faithfully inside metadata (see SafeText)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings")
+            _safe_text(key)
+            _json_value(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _json_value(item, f"{where}[{i}]")
+    elif isinstance(value, str):
+        try:
+            _safe_text(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    elif value is not None and not isinstance(value, bool | int | float):
+        raise ValueError(f"{where}: not a JSON value")
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _json_value(value, "metadata")
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError("metadata: numbers must be finite") from None
+    size = len(encoded.encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as compact JSON, not {size}")
+    return value
+
+
+# Entry metadata (issue 10): a JSON object a game backend attaches to an event (a replay id, a car, a
+# map), kept with the board entry the event set. At most 1 KB as compact UTF-8 JSON; every key and string
+# is SafeText (Postgres's jsonb refuses NUL).
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+
+
 class ActionCompleted(Event):
-    """A player completed an action (through a ticket) or a game backend reported one."""
+    """A player completed an action (through a ticket) or a game backend reported one.
+
+    ``metadata`` is optional and additive: events without it encode exactly as before (the field is
+    left out, not sent as null) and older events decode with None."""
 
     schema_version: SchemaVersion = 1
     event_id: UUID
@@ -140,6 +199,11 @@ class ActionCompleted(Event):
     accepted_at: UtcMs
     source: Literal["player", "service"]
     request_id: RequestId
+    metadata: Metadata | None = None
+
+    def to_bytes(self) -> bytes:
+        exclude = {"metadata"} if self.metadata is None else None
+        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
 
 class RankedEntry(Event):
@@ -159,6 +223,10 @@ class BoardChanged(Event):
     top: list[RankedEntry]
     changed: list[UUID]
     at: UtcMs
+    # The board's period (issue 10): "all" for an all-time board, else "2026-11-23", "2026-W47",
+    # "2026-11" or a season id. Each period has its own epoch. Optional with the all-time default, so
+    # announcements written before periods existed decode as what they were.
+    period: Annotated[SafeText, Field(min_length=1, max_length=64)] = "all"
 
 
 class AttemptRejected(Event):
@@ -211,20 +279,32 @@ class DeadLetter(Event):
         )
 
 
-def _upcast(payload: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older schema version up to the current one (only version 1 exists so far)."""
+E = TypeVar("E", bound=Event)
+
+
+def _upcast(kind: type[Event], payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older schema version of ``kind`` up to the current one (only version 1 of every event
+    type exists so far; a version 2 adds its step here, keyed by ``kind``)."""
     version = payload.get("schemaVersion", 1)
     if version != 1:
-        raise ValueError(f"unsupported schemaVersion {version!r}")
+        raise ValueError(f"unsupported schemaVersion {version!r} of {kind.__name__}")
     return payload
 
 
-def decode_action(raw: bytes) -> ActionCompleted:
+def decode(raw: bytes, kind: type[E]) -> E:
+    """An event of type ``kind`` from its JSON bytes, upcast to the current schema version.
+
+    Raises ``ValueError`` (``pydantic.ValidationError`` is one) for anything that is not such an event.
+    """
     payload = json.loads(raw)
     if not isinstance(payload, dict):
         raise ValueError("event is not a JSON object")
-    return ActionCompleted.model_validate(_upcast(payload))
+    return kind.model_validate(_upcast(kind, payload))
+
+
+def decode_action(raw: bytes) -> ActionCompleted:
+    return decode(raw, ActionCompleted)
 
 
 def decode_board_changed(raw: bytes) -> BoardChanged:
-    return BoardChanged.model_validate_json(raw)
+    return decode(raw, BoardChanged)

@@ -1,27 +1,36 @@
 """HTTP plumbing shared by the two FastAPI services: the error shape, request ids, client IPs,
-body limits, CORS, health and Prometheus endpoints.
+bearer authentication, body limits, CORS, health and Prometheus endpoints.
 
-Errors always have seed 000's shape ``{"status": "error", "error": <sentence>, "code": <code>}``;
-nothing ever returns a stack trace.
+Errors always have seed 000's shape ``{"status": "error", "error": <sentence>, "code": <code>}``
+(:class:`ErrorModel`, the one declaration of it for every OpenAPI document); nothing ever returns a
+stack trace. Bearer authentication is :func:`leaderboard.common.auth.authenticate` wrapped as a FastAPI
+dependency by :func:`bearer_principal`, so every route refuses a token the same way.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from leaderboard.common.auth import AuthError, Principal, TokenVerifier, authenticate
+
+# The request-id rule lives with the events that carry it, importable without a web framework (the
+# scorer serves HTTP with Faust); re-exported here for the web services.
+from leaderboard.common.events import is_sane_request_id as is_sane_request_id
+from leaderboard.common.events import new_request_id as new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,14 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
         self.extra = extra
+
+
+class ErrorModel(BaseModel):
+    """Seed 000's error shape; ``code`` is machine-readable, ``error`` a sentence for people."""
+
+    status: Literal["error"] = "error"
+    error: str
+    code: str
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -112,12 +129,9 @@ def install_error_handlers(
         return error_response(500, "internal", "internal error; the request id identifies it in the logs")
 
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
 def sane_request_id(given: str) -> str:
     """The caller's X-Request-ID when it is short and plain (it goes into logs and events), else a new one."""
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if is_sane_request_id(given) else new_request_id()
 
 
 class RequestIdMiddleware:
@@ -228,7 +242,45 @@ class _TooLarge(Exception):
 
 
 def request_id(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
+    return str(getattr(request.state, "request_id", "")) or new_request_id()
+
+
+OnAuthRefused = Callable[[Request, AuthError], Awaitable[None]]
+
+
+def bearer_principal(
+    verifier: Callable[[Request], TokenVerifier | None],
+    *,
+    on_refused: OnAuthRefused | None = None,
+    description: str | None = None,
+) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency that answers the request's :class:`Principal` (also kept as
+    ``request.state.user_id``, for the audit of later refusals).
+
+    ``verifier`` finds the service's verifier (None: verification is not configured, 503). A refused
+    token is 401 ``unauthorized`` with the challenge of RFC 6750; ``on_refused`` runs first and may
+    raise its own refusal instead (ingest charges failed authentications to the client's rate limit).
+    The dependency declares an ``HTTPBearer`` scheme so that OpenAPI documents the security scheme.
+    """
+    scheme = HTTPBearer(auto_error=False, description=description)
+
+    async def principal(
+        request: Request,
+        _documented: HTTPAuthorizationCredentials | None = Depends(scheme),  # noqa: B008 (the scheme is local)
+    ) -> Principal:
+        found = verifier(request)
+        if found is None:
+            raise ApiError(503, "unavailable", "token verification is not configured", {"Retry-After": "60"})
+        try:
+            who = await authenticate(request.headers.get("authorization"), found)
+        except AuthError as exc:
+            if on_refused is not None:
+                await on_refused(request, exc)
+            raise ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": exc.challenge}) from None
+        request.state.user_id = who.sub
+        return who
+
+    return principal
 
 
 class ClientIpResolver:

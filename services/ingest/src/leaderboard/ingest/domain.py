@@ -1,133 +1,62 @@
-"""What ingest decides, with no I/O: request schemas, time sanity, points, batch rules, and the
-mapping from a ticket's state to the answer the client gets.
+"""What ingest decides, with no I/O and no HTTP: time sanity, points, batch rules, and the mapping
+from a ticket's state (as the ticket store's script reports it) to a refusal.
 
-Request schemas are strict where a value reaches the log: numbers are integers only (``"5"``, ``5.0``
-and ``true`` are refused, never coerced), and strings use the event types of ``leaderboard.common.events``
-(no control characters, no unpaired surrogates, bounded length), so what ingest accepts every store can
-hold.
+Refusals are the exceptions of ``leaderboard.ingest.errors``; the request and response bodies live in
+``leaderboard.ingest.entrypoints.schemas``. What a batch rule needs of a reported action is the
+:class:`Reported` protocol, which the HTTP body satisfies as it is (no copy of 1,000 events).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Protocol
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from pydantic.alias_generators import to_camel
-
 from leaderboard.common.catalog import ActionSpec, Catalog
-from leaderboard.common.events import MAX_POINTS, ActionType, Username, utc_ms
-from leaderboard.common.web import ApiError
+from leaderboard.common.events import utc_ms
+from leaderboard.ingest.errors import (
+    CapReached,
+    DomainError,
+    Invalid,
+    TicketExpired,
+    TicketForbidden,
+    TicketNotFound,
+    TicketUsed,
+    TooFast,
+    UnknownActionType,
+    UnknownTicketOutcome,
+)
 
 
-class Strict(BaseModel):
-    """A request body: camelCase names only (never also the snake_case ones, so that one field cannot
-    arrive under two names), and unknown fields refused with a message naming them."""
+class Reported(Protocol):
+    """A completed action a game backend reports (one event of a service batch)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="forbid"
-    )
-
-
-class Reply(BaseModel):
-    """A response body, built from Python names and sent with camelCase ones."""
-
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
-
-
-# Epoch seconds or ISO-8601; a string longer than any timestamp is refused before it is parsed.
-ClientTime = StrictInt | Annotated[StrictStr, Field(max_length=64)]
-Points = Annotated[StrictInt, Field(ge=1, le=MAX_POINTS)]
+    @property
+    def action_id(self) -> UUID: ...
+    @property
+    def user_id(self) -> UUID: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def action_type(self) -> str: ...
+    @property
+    def occurred_at(self) -> int | str: ...
+    @property
+    def points(self) -> int | None: ...
 
 
-class StartAction(Strict):
-    action_type: ActionType
+@dataclass(frozen=True)
+class ReportedAction:
+    """A :class:`Reported` built by a use case rather than parsed from a request (seed 004's /score)."""
 
-
-class CompleteAction(Strict):
-    action_id: UUID
-    timestamp: ClientTime = Field(description="When the action completed: epoch seconds or ISO-8601.")
-
-
-class ServiceEvent(Strict):
     action_id: UUID
     user_id: UUID
-    username: Username | None = None
-    action_type: ActionType
-    occurred_at: ClientTime
-    points: Points | None = None
-
-
-class EventBatch(Strict):
-    events: list[ServiceEvent] = Field(min_length=1)
-
-
-class LegacyScore(Strict):
-    """Seed 004's POST /score body: one completed action worth ``increment`` points."""
-
-    user_id: UUID
-    increment: Points
-    action_id: UUID | None = None
-    action_type: ActionType | None = None
-    username: Username | None = None
-
-
-class ActionStarted(Reply):
-    action_id: UUID
+    username: str | None
     action_type: str
-    points: int
-    expires_at: str
-    not_before: str
-
-
-class Accepted(Reply):
-    status: Literal["success"] = "success"
-    user_id: UUID
-    action_id: UUID
-    event_id: UUID
-    new_score: int | None = None
-
-
-class BatchAccepted(Reply):
-    accepted: int
-    duplicates: int
-
-
-class LegacyAccepted(Reply):
-    status: Literal["success"] = "success"
-    user_id: UUID
-    action_id: UUID
-    accepted: int
-    duplicates: int
-
-
-class CatalogEntry(Reply):
-    action_type: str
-    points: int
-    max_points: int
-    min_seconds: float
-    per_hour: int = Field(description="Completions per player per rolling hour; 0 means uncapped")
-    ttl_seconds: int
-
-
-class CatalogListing(Reply):
-    actions: list[CatalogEntry]
-
-
-class ErrorModel(BaseModel):
-    """Seed 000's error shape; ``code`` is machine-readable, ``error`` a sentence for people."""
-
-    status: Literal["error"] = "error"
-    error: str
-    code: str
-
-
-class TicketUsedError(ErrorModel):
-    """409: the ticket was already completed; ``eventId`` names the event that completed it."""
-
-    event_id: str | None = Field(None, alias="eventId")
+    occurred_at: int | str
+    points: int | None
 
 
 def parse_client_time(value: int | str, field: str) -> datetime:
@@ -137,9 +66,9 @@ def parse_client_time(value: int | str, field: str) -> datetime:
             return utc_ms(datetime.fromtimestamp(value, UTC))
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError) as exc:
-        raise ApiError(422, "invalid", f"field '{field}' is not epoch seconds or ISO-8601") from exc
+        raise Invalid(field, f"field '{field}' is not epoch seconds or ISO-8601") from exc
     if parsed.tzinfo is None:
-        raise ApiError(422, "invalid", f"field '{field}' needs a time zone (for example Z)")
+        raise Invalid(field, f"field '{field}' needs a time zone (for example Z)")
     return utc_ms(parsed)
 
 
@@ -148,16 +77,16 @@ def check_window(
 ) -> None:
     skew = timedelta(seconds=skew_s)
     if when > now + skew:
-        raise ApiError(422, "invalid", f"field '{field}' is in the future")
+        raise Invalid(field, f"field '{field}' is in the future")
     floor = (not_before - skew) if not_before is not None else now - timedelta(days=7)
     if when < floor:
-        raise ApiError(422, "invalid", f"field '{field}' is too far in the past")
+        raise Invalid(field, f"field '{field}' is too far in the past")
 
 
 def spec_for(catalog: Catalog, action_type: str) -> ActionSpec:
     spec = catalog.get(action_type)
     if spec is None:
-        raise ApiError(422, "unknown_action_type", f"unknown action type '{action_type}'")
+        raise UnknownActionType(action_type)
     return spec
 
 
@@ -170,29 +99,35 @@ def points_for(spec: ActionSpec, given: int | None) -> int:
     return given
 
 
+def check_increment(spec: ActionSpec, action_type: str, increment: int) -> None:
+    """Seed 004's ``increment`` is the event's points: within the type's bounds."""
+    if increment > spec.max_points:
+        raise Invalid("increment", f"field 'increment' must lie in 1..{spec.max_points} for '{action_type}'")
+
+
 @dataclass(frozen=True)
 class CheckedEvent:
     index: int
-    event: ServiceEvent
+    event: Reported
     points: int
     occurred_at: datetime
 
 
 def check_batch(
-    batch: EventBatch, catalog: Catalog, now: datetime, skew_s: int, limit: int
+    events: Sequence[Reported], catalog: Catalog, now: datetime, skew_s: int, limit: int
 ) -> tuple[list[CheckedEvent], int]:
     """Validate every event against the catalog; the batch is atomic, so any failure refuses it whole.
 
     Returns the events to publish (first occurrence of each actionId) and how many repeats the
     request itself contained.
     """
-    if len(batch.events) > limit:
-        raise ApiError(422, "invalid", f"a batch holds at most {limit} events, got {len(batch.events)}")
+    if len(events) > limit:
+        raise Invalid("events", f"a batch holds at most {limit} events, got {len(events)}")
     problems: list[str] = []
     checked: list[CheckedEvent] = []
     seen: set[UUID] = set()
     repeats = 0
-    for i, event in enumerate(batch.events):
+    for i, event in enumerate(events):
         spec = catalog.get(event.action_type)
         if spec is None:
             problems.append(f"events[{i}]: unknown action type '{event.action_type}'")
@@ -201,7 +136,7 @@ def check_batch(
             points = points_for(spec, event.points)
             occurred = parse_client_time(event.occurred_at, "occurredAt")
             check_window(occurred, now, skew_s, "occurredAt")
-        except (ValueError, ApiError) as exc:
+        except (ValueError, DomainError) as exc:
             problems.append(f"events[{i}]: {exc}")
             continue
         if event.action_id in seen:
@@ -211,31 +146,30 @@ def check_batch(
         checked.append(CheckedEvent(i, event, points, occurred))
     if problems:
         indices = ", ".join(p.split(":", 1)[0] for p in problems[:20])
-        raise ApiError(
-            422, "invalid", f"batch refused, invalid events at {indices}: " + "; ".join(problems[:5])
-        )
+        raise Invalid("events", f"batch refused, invalid events at {indices}: " + "; ".join(problems[:5]))
     return checked, repeats
 
 
-# Ticket claim outcomes (from the Redis script) -> the client's answer.
-def claim_refusal(outcome: str, detail: str) -> ApiError:
+def _whole_seconds(ms: str) -> int:
+    """Milliseconds rounded up to whole seconds, at least 1: never tell a client to retry too early."""
+    return max(1, -(-int(ms) // 1000))
+
+
+def claim_refusal(outcome: str, detail: str) -> DomainError:
+    """The refusal for a ticket claim's outcome (other than ``ok``) as the ticket store reports it."""
     if outcome == "not_found":
-        return ApiError(404, "not_found", "unknown actionId: start the action first")
+        return TicketNotFound()
     if outcome == "forbidden":
-        return ApiError(403, "forbidden", "this action ticket belongs to another player")
+        return TicketForbidden()
     if outcome == "used":
-        return ApiError(409, "ticket_used", "this action was already completed", eventId=detail or None)
+        return TicketUsed(detail or None)
     if outcome == "expired":
-        return ApiError(410, "ticket_expired", "this action ticket has expired")
+        return TicketExpired()
     if outcome == "too_fast":
-        wait_s = max(1, -(-int(detail) // 1000))
-        return ApiError(422, "too_fast", f"completed faster than this action allows; wait {wait_s}s")
+        return TooFast(_whole_seconds(detail))
     if outcome == "cap":
-        retry = max(1, -(-int(detail) // 1000))
-        return ApiError(
-            429, "cap_reached", "hourly cap for this action type reached", {"Retry-After": str(retry)}
-        )
-    return ApiError(503, "unavailable", f"ticket store answered {outcome!r}", {"Retry-After": "1"})
+        return CapReached(_whole_seconds(detail))
+    return UnknownTicketOutcome(outcome)
 
 
 def default_username(user_id: str) -> str:

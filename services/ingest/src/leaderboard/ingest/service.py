@@ -1,10 +1,12 @@
 """The write use-cases: start an action, complete it, accept service events. Orchestrates the
-domain rules with the ticket store and the publisher; knows nothing of HTTP beyond ApiError."""
+domain rules with the ticket store and the publisher; knows nothing of HTTP: refusals are the
+exceptions of ``leaderboard.ingest.errors``, results are the dataclasses below."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -15,11 +17,11 @@ from redis.exceptions import RedisError
 from leaderboard.common.auth import Principal
 from leaderboard.common.catalog import Catalog
 from leaderboard.common.events import ActionCompleted, from_epoch_ms, iso_ms, now_ms
-from leaderboard.common.web import ApiError
 from leaderboard.ingest import domain
 from leaderboard.ingest.adapters.applied import AppliedWaiter
 from leaderboard.ingest.adapters.publisher import Publisher, PublishFailed
 from leaderboard.ingest.adapters.tickets import TicketStore
+from leaderboard.ingest.errors import CapReached, DomainError, LogUnavailable
 from leaderboard.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,29 @@ DUPLICATES = Counter("ingest_duplicates_total", "Service events refused as alrea
 PUBLISH_SECONDS = Histogram("ingest_publish_seconds", "Time for Kafka to acknowledge a publish")
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A started action: the single-use ticket a player completes later."""
+
+    action_id: UUID
+    action_type: str
+    points: int
+    expires_at: datetime
+    not_before: datetime
+
+
 @dataclass
 class Completed:
     user_id: str
     action_id: UUID
     event_id: UUID
     new_score: int | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    accepted: int
+    duplicates: int
 
 
 class IngestService:
@@ -54,15 +73,7 @@ class IngestService:
         )
         self.caps = {name: spec.per_hour for name, spec in catalog.actions.items()}
 
-    def _unavailable(self, why: str) -> ApiError:
-        return ApiError(
-            503,
-            "unavailable",
-            f"event log unavailable ({why}); nothing was recorded, retry later",
-            {"Retry-After": str(self.settings.retry_after_s)},
-        )
-
-    async def start_action(self, who: Principal, action_type: str) -> domain.ActionStarted:
+    async def start_action(self, who: Principal, action_type: str) -> Ticket:
         spec = domain.spec_for(self.catalog, action_type)
         if spec.per_hour:
             # Early, friendly refusal; the authoritative check is atomic with the completion.
@@ -70,7 +81,7 @@ class IngestService:
                 who.sub, action_type, int(now_ms().timestamp() * 1000)
             )
             if count >= spec.per_hour:
-                raise domain.claim_refusal("cap", str(wait_ms))
+                raise CapReached(max(1, -(-wait_ms // 1000)))
         action_id = uuid.uuid4()
         issued = await self.tickets.issue(
             action_id,
@@ -83,21 +94,22 @@ class IngestService:
             # tickets a player starts and never completes must not pile up in Redis for a day.
             keep_ms=self.settings.expired_ticket_retention_s * 1000,
         )
-        return domain.ActionStarted(
+        return Ticket(
             action_id=action_id,
             action_type=action_type,
             points=spec.points,
-            expires_at=iso_ms(from_epoch_ms(issued.expires_ms)),
-            not_before=iso_ms(from_epoch_ms(issued.not_before_ms)),
+            expires_at=from_epoch_ms(issued.expires_ms),
+            not_before=from_epoch_ms(issued.not_before_ms),
         )
 
     async def complete_action(
-        self, who: Principal, body: domain.CompleteAction, request_id: str, wait: bool
+        self, who: Principal, action_id: UUID, timestamp: int | str, request_id: str, wait: bool
     ) -> Completed:
-        occurred = domain.parse_client_time(body.timestamp, "timestamp")
+        """Claim the ticket, check the client's time against it, publish; release the ticket on failure."""
+        occurred = domain.parse_client_time(timestamp, "timestamp")
         event_id = uuid.uuid4()
         claim = await self.tickets.claim(
-            body.action_id, who.sub, event_id, self.settings.claim_lease_s * 1000, self.caps
+            action_id, who.sub, event_id, self.settings.claim_lease_s * 1000, self.caps
         )
         if claim.outcome != "ok":
             raise domain.claim_refusal(claim.outcome, claim.detail)
@@ -110,12 +122,12 @@ class IngestService:
                 "timestamp",
                 not_before=from_epoch_ms(claim.issued_ms),
             )
-        except ApiError:
-            await self.tickets.release(body.action_id, who.sub, claim.action_type, event_id)
+        except DomainError:
+            await self.tickets.release(action_id, who.sub, claim.action_type, event_id)
             raise
         event = ActionCompleted(
             event_id=event_id,
-            action_id=body.action_id,
+            action_id=action_id,
             user_id=UUID(who.sub),
             username=who.name or domain.default_username(who.sub),
             action_type=claim.action_type,
@@ -125,64 +137,78 @@ class IngestService:
             source="player",
             request_id=request_id,
         )
-        waiter = self.applied.expect(str(body.action_id)) if wait else None
+        score = await self._publish_claimed(event, wait)
+        return Completed(who.sub, action_id, event_id, score)
+
+    async def _publish_claimed(self, event: ActionCompleted, wait: bool) -> int | None:
+        """Publish a claimed ticket's event and mark the ticket used; the new score when ``wait``."""
+        action_id, user_id = event.action_id, str(event.user_id)
+        waiter = self.applied.expect(str(action_id)) if wait else None
         try:
             with PUBLISH_SECONDS.time():
                 await self.publisher.publish_actions([event])
         except PublishFailed as exc:
             if waiter is not None:
-                self.applied.forget(str(body.action_id))
-            await self.tickets.release(body.action_id, who.sub, claim.action_type, event_id)
-            raise self._unavailable(str(exc)) from exc
+                self.applied.forget(str(action_id))
+            await self.tickets.release(action_id, user_id, event.action_type, event.event_id)
+            raise LogUnavailable(str(exc)) from exc
         ACCEPTED.labels("player").inc()
         try:
-            await self.tickets.confirm(body.action_id, event_id, self.settings.used_ticket_retention_s * 1000)
+            await self.tickets.confirm(
+                action_id, event.event_id, self.settings.used_ticket_retention_s * 1000
+            )
         except RedisError as exc:
             # The event is in the log, so a 503 now would be a lie. The ticket stays pending (409)
             # until its lease lapses; a later second event for it is deduped by the scorer.
-            log.warning("action %s accepted but its ticket not marked used: %s", body.action_id, exc)
-        score = None
-        if waiter is not None:
-            score = await self.applied.wait(waiter, self.settings.wait_timeout_s)
-            self.applied.forget(str(body.action_id))
-        return Completed(who.sub, body.action_id, event_id, score)
+            log.warning("action %s accepted but its ticket not marked used: %s", action_id, exc)
+        if waiter is None:
+            return None
+        score = await self.applied.wait(waiter, self.settings.wait_timeout_s)
+        self.applied.forget(str(action_id))
+        return score
 
     async def submit_events(
-        self, who: Principal, batch: domain.EventBatch, request_id: str
-    ) -> domain.BatchAccepted:
+        self, who: Principal, events: Sequence[domain.Reported], request_id: str
+    ) -> BatchResult:
+        """Publish a service batch atomically; actionIds already accepted count as duplicates."""
         checked, repeats = domain.check_batch(
-            batch, self.catalog, now_ms(), self.settings.timestamp_skew_s, self.settings.max_batch_events
+            events, self.catalog, now_ms(), self.settings.timestamp_skew_s, self.settings.max_batch_events
         )
         owner = f"pending:{request_id}:{uuid.uuid4().hex[:8]}"
         ids = [c.event.action_id for c in checked]
         mine = await self.tickets.claim_events(ids, owner, self.settings.claim_lease_s * 1000)
         fresh = [c for i, c in enumerate(checked) if i in mine]
         accepted_at = now_ms()
-        events = [
+        published = [
             self._service_event(c.event, c.points, c.occurred_at, accepted_at, request_id) for c in fresh
         ]
-        fresh_ids = [c.event.action_id for c in fresh]
-        if events:
-            try:
-                with PUBLISH_SECONDS.time():
-                    await self.publisher.publish_actions(events)
-            except PublishFailed as exc:
-                await self.tickets.settle_events(fresh_ids, owner, accepted=False, keep_ms=0)
-                raise self._unavailable(str(exc)) from exc
-            try:
-                await self.tickets.settle_events(
-                    fresh_ids, owner, accepted=True, keep_ms=self.settings.dedupe_window_s * 1000
-                )
-            except RedisError as exc:
-                # Accepted all the same (the events are in the log); the markers lapse with their lease.
-                log.warning("batch %s accepted but its dedupe markers not settled: %s", request_id, exc)
-        ACCEPTED.labels("service").inc(len(events))
+        if published:
+            await self._publish_fresh(published, [c.event.action_id for c in fresh], owner, request_id)
+        ACCEPTED.labels("service").inc(len(published))
         duplicates = repeats + len(checked) - len(fresh)
         DUPLICATES.inc(duplicates)
-        return domain.BatchAccepted(accepted=len(events), duplicates=duplicates)
+        return BatchResult(accepted=len(published), duplicates=duplicates)
+
+    async def _publish_fresh(
+        self, events: list[ActionCompleted], ids: list[UUID], owner: str, request_id: str
+    ) -> None:
+        """Publish what this request claimed, then settle its dedupe markers either way."""
+        try:
+            with PUBLISH_SECONDS.time():
+                await self.publisher.publish_actions(events)
+        except PublishFailed as exc:
+            await self.tickets.settle_events(ids, owner, accepted=False, keep_ms=0)
+            raise LogUnavailable(str(exc)) from exc
+        try:
+            await self.tickets.settle_events(
+                ids, owner, accepted=True, keep_ms=self.settings.dedupe_window_s * 1000
+            )
+        except RedisError as exc:
+            # Accepted all the same (the events are in the log); the markers lapse with their lease.
+            log.warning("batch %s accepted but its dedupe markers not settled: %s", request_id, exc)
 
     def _service_event(
-        self, e: domain.ServiceEvent, points: int, occurred: datetime, accepted_at: datetime, request_id: str
+        self, e: domain.Reported, points: int, occurred: datetime, accepted_at: datetime, request_id: str
     ) -> ActionCompleted:
         return ActionCompleted(
             event_id=uuid.uuid4(),
@@ -198,29 +224,28 @@ class IngestService:
         )
 
     async def submit_legacy(
-        self, who: Principal, body: domain.LegacyScore, request_id: str
-    ) -> domain.LegacyAccepted:
-        """Seed 004's POST /score: one service event whose points are ``increment``."""
-        action_type = body.action_type or self.settings.legacy_action_type
+        self,
+        who: Principal,
+        *,
+        user_id: UUID,
+        increment: int,
+        action_id: UUID | None,
+        action_type: str | None,
+        username: str | None,
+        request_id: str,
+    ) -> tuple[UUID, BatchResult]:
+        """Seed 004's POST /score: one service event whose points are ``increment``; answers the
+        actionId used (a fresh one when none was given) and the batch's result."""
+        action_type = action_type or self.settings.legacy_action_type
         spec = domain.spec_for(self.catalog, action_type)
-        if body.increment > spec.max_points:
-            raise ApiError(
-                422, "invalid", f"field 'increment' must lie in 1..{spec.max_points} for '{action_type}'"
-            )
-        action_id = body.action_id or uuid.uuid4()
-        event = {
-            "actionId": str(action_id),
-            "userId": str(body.user_id),
-            "username": body.username,
-            "actionType": action_type,
-            "occurredAt": iso_ms(now_ms()),
-            "points": body.increment,
-        }
-        batch = domain.EventBatch.model_validate({"events": [event]})
-        result = await self.submit_events(who, batch, request_id)
-        return domain.LegacyAccepted(
-            user_id=body.user_id,
+        domain.check_increment(spec, action_type, increment)
+        action_id = action_id or uuid.uuid4()
+        event = domain.ReportedAction(
             action_id=action_id,
-            accepted=result.accepted,
-            duplicates=result.duplicates,
+            user_id=user_id,
+            username=username,
+            action_type=action_type,
+            occurred_at=iso_ms(now_ms()),
+            points=increment,
         )
+        return action_id, await self.submit_events(who, [event], request_id)

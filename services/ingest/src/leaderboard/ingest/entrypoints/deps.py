@@ -1,0 +1,114 @@
+"""Ingest's FastAPI dependencies, importable and overridable (``app.dependency_overrides``): the ports
+built by the lifespan, the client's IP, the request id, the caller (a verified bearer token, through the
+shared :func:`leaderboard.common.web.bearer_principal`), role gates and rate limits.
+
+Rate limits are GCRA in Redis (``adapters.ratelimit``): a player is limited per user and per client IP,
+a service per subject only; a failed authentication is charged to the client IP, so that guessing
+tokens is rate limited too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+
+from leaderboard.common.auth import AuthError, Principal, TokenVerifier
+from leaderboard.common.catalog import Catalog
+from leaderboard.common.web import bearer_principal, request_id
+from leaderboard.ingest.adapters.ratelimit import Limit
+from leaderboard.ingest.bootstrap import Ports
+from leaderboard.ingest.errors import RateLimited, RoleRefused
+
+SLOW_DOWN = "too many requests; slow down"
+
+
+def ports(request: Request) -> Ports:
+    """The ports the lifespan built (``bootstrap``)."""
+    p: Ports = request.app.state.ports
+    return p
+
+
+def maybe_ports(request: Request) -> Ports | None:
+    """The ports, or None before the lifespan built them (an audit must not fail on that)."""
+    p: Ports | None = getattr(request.app.state, "ports", None)
+    return p
+
+
+def catalog(request: Request) -> Catalog:
+    """The action catalog, loaded when the app was created."""
+    c: Catalog = request.app.state.catalog
+    return c
+
+
+def client_ip(request: Request) -> str:
+    """The peer, or X-Forwarded-For's right-most untrusted hop behind a trusted proxy."""
+    p = maybe_ports(request)
+    peer = request.client.host if request.client else None
+    return p.client_ip(peer, request.headers.get("x-forwarded-for")) if p else (peer or "unknown")
+
+
+def _verifier(request: Request) -> TokenVerifier:
+    return ports(request).verifier
+
+
+async def charge_failed_auth(request: Request, refused: AuthError) -> None:
+    """A refused token costs the client IP one request: :class:`RateLimited` once that runs out
+    (else the shared dependency answers 401)."""
+    s = ports(request).settings
+    ip = Limit(f"ip:{client_ip(request)}", s.rate_ip_per_min, s.rate_ip_burst)
+    decision = await ports(request).limiter.check([ip])
+    if not decision.allowed:
+        raise RateLimited(SLOW_DOWN, decision.headers())
+
+
+principal = bearer_principal(
+    _verifier,
+    on_refused=charge_failed_auth,
+    description="A JWT from your identity provider (dev: `leaderboard token`).",
+)
+
+PortsDep = Annotated[Ports, Depends(ports)]
+CatalogDep = Annotated[Catalog, Depends(catalog)]
+ClientIp = Annotated[str, Depends(client_ip)]
+RequestId = Annotated[str, Depends(request_id)]
+Authenticated = Annotated[Principal, Depends(principal)]
+
+
+def limits_for(who: Principal, ip: str, p: Ports) -> list[Limit]:
+    """A service (or admin) is limited per subject; a player per user and per client IP."""
+    s = p.settings
+    if who.role in ("service", "admin"):
+        return [Limit(f"svc:{who.sub}", s.rate_service_per_min, s.rate_service_burst)]
+    return [
+        Limit(f"user:{who.sub}", s.rate_player_per_min, s.rate_player_burst),
+        Limit(f"ip:{ip}", s.rate_ip_per_min, s.rate_ip_burst),
+    ]
+
+
+async def rate_limit(response: Response, who: Principal, ip: str, p: Ports) -> None:
+    """Charge the caller's limits; :class:`RateLimited` when one is spent, else the RateLimit headers."""
+    decision = await p.limiter.check(limits_for(who, ip, p))
+    if not decision.allowed:
+        raise RateLimited(SLOW_DOWN, decision.headers())
+    response.headers.update(decision.headers())
+
+
+async def player(response: Response, who: Authenticated, p: PortsDep, ip: ClientIp) -> Principal:
+    """A player token, within its rate limits."""
+    if who.role != "player":
+        raise RoleRefused("this endpoint is for player tokens; game backends use /api/v1/events")
+    await rate_limit(response, who, ip, p)
+    return who
+
+
+async def service_caller(response: Response, who: Authenticated, p: PortsDep, ip: ClientIp) -> Principal:
+    """A service (or admin) token, within its rate limits."""
+    if who.role not in ("service", "admin"):
+        raise RoleRefused("a service token is required: players report completions through tickets")
+    await rate_limit(response, who, ip, p)
+    return who
+
+
+Player = Annotated[Principal, Depends(player)]
+Service = Annotated[Principal, Depends(service_caller)]

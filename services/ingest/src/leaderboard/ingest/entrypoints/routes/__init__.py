@@ -1,0 +1,1 @@
+"""One APIRouter per resource: the catalog, player actions, service events, dev conveniences."""
