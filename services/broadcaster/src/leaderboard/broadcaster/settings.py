@@ -37,6 +37,21 @@ class BroadcasterSettings(HttpServiceSettings):
     sse_keepalive_s: float = 15.0
     ingest_public_url: str = "http://127.0.0.1:8080"
     max_sse_clients: int = 10_000
+    drain_retry_ms: int = Field(
+        2000,
+        ge=0,
+        le=600_000,
+        description="On SIGTERM every live client is told to reconnect after its own random delay of "
+        '0.5-1.5 x this (WebSocket close 1012 with {"retryAfterMs": N}, SSE `retry: N`), so that the '
+        "clients of a stopping instance do not all come back at the same moment.",
+    )
+    drain_timeout_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="How long the drain waits for live clients to go before the server stops anyway "
+        "(uvicorn's own graceful timeout follows).",
+    )
 
     @model_validator(mode="after")
     def _require_origins(self) -> BroadcasterSettings:

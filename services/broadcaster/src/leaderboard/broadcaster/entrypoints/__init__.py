@@ -1,0 +1,1 @@
+"""The broadcaster's HTTP edge: the FastAPI app, its dependencies, error map, schemas and routers."""

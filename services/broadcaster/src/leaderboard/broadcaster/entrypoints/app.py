@@ -1,0 +1,77 @@
+"""The broadcaster's HTTP app: REST reads from Redis and live push (WebSocket, SSE) of board changes.
+
+Run it with ``leaderboard broadcaster``; settings come from ``LEADERBOARD_*`` (``BroadcasterSettings``).
+Instances are stateless and independent: each follows the whole change topic, so any number can
+sit behind a load balancer. This module only wires: the lifespan enters ``bootstrap`` and hooks the
+drain to SIGTERM, then middleware, the error map and one router per resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from leaderboard.broadcaster.bootstrap import Ports, bootstrap
+from leaderboard.broadcaster.entrypoints import errors
+from leaderboard.broadcaster.entrypoints.routes import live, page, reads, stream
+from leaderboard.broadcaster.settings import BroadcasterSettings
+from leaderboard.common.web import RequestIdMiddleware, add_ops_routes, install_error_handlers
+
+
+async def readiness(p: Ports) -> dict[str, str]:
+    """``/readyz``: Redis answers, the change feed follows the topic, and the instance is not draining
+    (a load balancer stops sending new clients as soon as SIGTERM arrives)."""
+    checks = {"redis": "ok", "changes": "ok" if p.feed.ready.is_set() else "starting"}
+    try:
+        await asyncio.wait_for(p.redis.ping(), 2)
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    if p.drain.draining:
+        checks["shutdown"] = "draining"
+    return checks
+
+
+def lifespan(settings: BroadcasterSettings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Enter ``bootstrap`` for the app's life; the drain holds SIGTERM meanwhile."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        async with bootstrap(settings) as ports:
+            app.state.ports = ports
+            unhook = ports.drain.hook_sigterm(ports.live_clients)
+            try:
+                yield
+            finally:
+                unhook()
+
+    return run
+
+
+def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
+    settings = settings or BroadcasterSettings()
+    app = FastAPI(
+        title="Leaderboard broadcaster",
+        version="1.0.0",
+        lifespan=lifespan(settings),
+        description="Board reads and live updates (WebSocket /ws/leaderboard, SSE).",
+    )
+    install_error_handlers(app)
+    errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["Authorization", "If-None-Match"],
+            expose_headers=["ETag"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    for router in (reads.router, stream.router, page.router, live.router):
+        app.include_router(router)
+    add_ops_routes(app, lambda: readiness(app.state.ports))
+    return app

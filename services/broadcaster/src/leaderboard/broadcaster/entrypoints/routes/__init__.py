@@ -1,0 +1,1 @@
+"""One APIRouter per resource: board reads, the SSE stream, the live WebSocket, the demo page."""
