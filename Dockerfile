@@ -17,6 +17,7 @@ COPY services/ingest/pyproject.toml services/ingest/pyproject.toml
 COPY services/scorer/pyproject.toml services/scorer/pyproject.toml
 COPY services/broadcaster/pyproject.toml services/broadcaster/pyproject.toml
 COPY tools/cli/pyproject.toml tools/cli/pyproject.toml
+COPY tools/testkit/pyproject.toml tools/testkit/pyproject.toml
 
 # The service venv: the lock's own pins and hashes for what the members need (a dependency layer that
 # is rebuilt only when the lock changes), then the members themselves without resolving anything.
@@ -31,18 +32,20 @@ COPY services services
 RUN /opt/uv/bin/uv pip install --no-deps ./libs/common ./services/ingest ./services/scorer ./services/broadcaster \
     && /opt/uv/bin/uv pip check
 
-# The operators' venv: the same plus the CLI member and what it needs (the embedded stack included).
+# The operators' venv: the same plus the CLI member and what it needs (the dev-only testkit with the
+# embedded stack included, for `leaderboard dev`/`stack`).
 FROM uv AS build-tools
 ENV UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy VIRTUAL_ENV=/venv
 RUN python service_requirements.py requirements.lock libs/common services/ingest services/scorer \
-        services/broadcaster tools/cli > tools-requirements.txt \
+        services/broadcaster tools/cli tools/testkit > tools-requirements.txt \
     && /opt/uv/bin/uv venv --python "$(command -v python)" /venv \
     && /opt/uv/bin/uv pip sync --require-hashes tools-requirements.txt
 COPY libs/common libs/common
 COPY services services
 COPY tools/cli tools/cli
+COPY tools/testkit tools/testkit
 RUN /opt/uv/bin/uv pip install --no-deps ./libs/common ./services/ingest ./services/scorer \
-        ./services/broadcaster ./tools/cli \
+        ./services/broadcaster ./tools/cli ./tools/testkit \
     && /opt/uv/bin/uv pip check
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -52,7 +52,7 @@ chaos: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy libs/common/src services/*/src tools/cli/src
+	$(BIN)/mypy libs/common/src services/*/src tools/cli/src tools/testkit/src
 
 # Re-pin after editing a pyproject: writes requirements.lock (names, versions, hashes).
 lock: $(UV)

@@ -1,4 +1,4 @@
-"""Session fixtures: real services for integration and end-to-end tests (see leaderboard.cli.testing).
+"""Session fixtures: real services for integration and end-to-end tests (see leaderboard.testkit.testing).
 
 ``LEADERBOARD_REQUIRE_ALL=1`` (set by .ci/run) turns any skipped test into a failed run.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard.cli.testing import Namespace, System, base_environment
+from leaderboard.testkit.testing import Namespace, System, base_environment
 
 ARTIFACTS = Path(__file__).parent / "test-artifacts"
 

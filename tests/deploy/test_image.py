@@ -20,7 +20,7 @@ import pytest
 from packaging.markers import Marker, default_environment
 from packaging.requirements import Requirement
 
-from leaderboard.cli.processes import free_port
+from leaderboard.testkit.processes import free_port
 
 from .conftest import CHECKOV, ROOT, run, tool
 
@@ -72,13 +72,16 @@ def test_the_service_image_requirements_are_complete_and_lean() -> None:
     required = needed(MEMBER_NAMES) - MEMBER_NAMES
     assert required - kept == set(), "the image would miss these"
     assert kept - required == set(), "the image would carry these for nothing"
-    assert not kept & (EMBEDDED | {"leaderboard-cli", "pytest", "click-option-group", "psutil"})
+    assert not kept & (
+        EMBEDDED | {"leaderboard-cli", "leaderboard-testkit", "pytest", "click-option-group", "psutil"}
+    )
 
 
 def test_the_tools_image_adds_the_cli_and_the_embedded_stack() -> None:
-    kept = filtered([*SERVICE_MEMBERS, "tools/cli"])
+    kept = filtered([*SERVICE_MEMBERS, "tools/cli", "tools/testkit"])
     assert kept >= EMBEDDED
-    assert needed(MEMBER_NAMES | {"leaderboard-cli"}) - MEMBER_NAMES - {"leaderboard-cli"} <= kept
+    tools = {"leaderboard-cli", "leaderboard-testkit"}
+    assert needed(MEMBER_NAMES | tools) - MEMBER_NAMES - tools <= kept
     assert "pytest" not in kept
 
 

@@ -13,7 +13,7 @@ import uuid
 import httpx
 import websockets
 
-from leaderboard.cli.testing import System
+from leaderboard.testkit.testing import System
 
 
 def cli_token(system: System, sub: str, name: str) -> str:

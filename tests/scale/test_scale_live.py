@@ -38,10 +38,10 @@ import httpx
 import pytest
 import websockets
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, leaderboard_cmd
-from leaderboard.cli.testing import Namespace, System
 from leaderboard.common.topics import Topics
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, leaderboard_cmd
+from leaderboard.testkit.testing import Namespace, System
 
 PARTITIONS = {0, 1, 2, 3}  # Namespace.create sets LEADERBOARD_ACTIONS_PARTITIONS=4
 PLAYER_BURST = 6

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from leaderboard.cli.testing import Namespace, System, running_system
+from leaderboard.testkit.testing import Namespace, System, running_system
 
 UPGRADE = (
     b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import websockets
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import leaderboard_cmd
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import leaderboard_cmd
 
 
 async def first_frame(url: str) -> dict[str, Any]:

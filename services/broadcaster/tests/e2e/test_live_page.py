@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from leaderboard.cli.testing import Namespace, System
+from leaderboard.testkit.testing import Namespace, System
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, Supervisor, leaderboard_cmd
-from leaderboard.cli.testing import Namespace
 from leaderboard.common.events import BoardChanged, RankedEntry
 from leaderboard.common.kafka import ensure_topics, new_producer
 from leaderboard.common.topics import Topics
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, Supervisor, leaderboard_cmd
+from leaderboard.testkit.testing import Namespace
 
 
 def raise_open_files(wanted: int) -> int:

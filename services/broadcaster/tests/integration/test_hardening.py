@@ -18,9 +18,9 @@ import httpx
 import pytest
 import websockets
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import leaderboard_cmd
-from leaderboard.cli.testing import Namespace, System, running_system
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import leaderboard_cmd
+from leaderboard.testkit.testing import Namespace, System, running_system
 
 Broadcasters = Any  # the fixture's type (see conftest.py)
 

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from leaderboard.cli.testing import Namespace, System, running_system
+from leaderboard.testkit.testing import Namespace, System, running_system
 
 # 26 users: scores with ties. Batch 1 is accepted at one instant, so its ties order by userId;
 # the late user of batch 2 ties with the leaders but reached that score later, so ranks after them.

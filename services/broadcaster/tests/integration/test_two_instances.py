@@ -16,9 +16,9 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, leaderboard_cmd
-from leaderboard.cli.testing import Namespace, System
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, leaderboard_cmd
+from leaderboard.testkit.testing import Namespace, System
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,13 @@ from aiokafka import TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.stack import EmbeddedStack, StackPorts
-from leaderboard.cli.testing import Namespace, System, running_system
 from leaderboard.common.auth import PRIVATE_KEY_NAME, okp_thumbprint
 from leaderboard.common.events import iso_ms, now_ms
 from leaderboard.common.kafka import new_consumer
 from leaderboard.common.topics import Topics
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.stack import EmbeddedStack, StackPorts
+from leaderboard.testkit.testing import Namespace, System, running_system
 
 # Every minimum duration is >= 1 s. `brief` expires fast so that an expired ticket takes seconds.
 CATALOG = """

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, leaderboard_cmd
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, leaderboard_cmd
 
 SETTLE = 1.4
 

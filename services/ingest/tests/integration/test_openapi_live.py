@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from leaderboard.cli.testing import System
+from leaderboard.testkit.testing import System
 
 OPERATIONS = [
     ("GET", "/api/v1/catalog", "player"),

@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from leaderboard.cli.processes import PidFile, free_port, spawn
-from leaderboard.cli.testing import admin_sql, wait_until, with_database
+from leaderboard.testkit.processes import PidFile, free_port, spawn
+from leaderboard.testkit.testing import admin_sql, wait_until, with_database
 
 CLI = [sys.executable, "-m", "leaderboard.cli"]
 

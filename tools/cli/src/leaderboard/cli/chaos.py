@@ -62,15 +62,15 @@ import websockets
 from redis.asyncio import Redis
 
 from leaderboard.cli.bench.common import BENCH_TYPE, UNLIMITED, write_catalog
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import http_ok
-from leaderboard.cli.stack import EmbeddedStack, StackPorts
-from leaderboard.cli.testing import Namespace, System
 from leaderboard.common.auth import ensure_dev_keys
 from leaderboard.common.events import ActionCompleted, epoch_ms, iso_ms, now_ms
 from leaderboard.common.kafka import new_consumer, producer
 from leaderboard.common.ranking import GLOBAL_BOARD, BoardKeys, RankKey
 from leaderboard.common.topics import Topics
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import http_ok
+from leaderboard.testkit.stack import EmbeddedStack, StackPorts
+from leaderboard.testkit.testing import Namespace, System
 
 log = logging.getLogger("leaderboard.chaos")
 FAULTS = (

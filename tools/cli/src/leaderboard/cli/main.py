@@ -101,7 +101,7 @@ def stack_ports(func: Callable[..., None]) -> Callable[..., None]:
 def stack(data_dir: Path, kafka_port: int, redis_port: int, postgres_port: int) -> None:
     """Start only the embedded Kafka, Redis and Postgres and print the LEADERBOARD_* exports. Ctrl-C stops them."""
     setup_logging("INFO", "stack")
-    from leaderboard.cli.stack import EmbeddedStack, StackPorts
+    from leaderboard.testkit.stack import EmbeddedStack, StackPorts
 
     embedded = EmbeddedStack(data_dir, StackPorts(kafka_port, redis_port, postgres_port))
     _stop_on_signals()
@@ -153,10 +153,10 @@ def dev(
 ) -> None:
     """Embedded stack + ingest + scorer + broadcaster + demo traffic, in the foreground."""
     setup_logging("INFO", "dev")
-    from leaderboard.cli.services import Supervisor, service_specs
-    from leaderboard.cli.stack import EmbeddedStack, StackPorts
     from leaderboard.common.auth import ensure_dev_keys
     from leaderboard.common.settings import CommonSettings
+    from leaderboard.testkit.services import Supervisor, service_specs
+    from leaderboard.testkit.stack import EmbeddedStack, StackPorts
 
     data_dir = data_dir.resolve()
     keys_dir = Path(os.environ.get("LEADERBOARD_KEYS_DIR", data_dir / "keys")).resolve()
@@ -234,9 +234,9 @@ def _wait_for_board(url: str, timeout: float = 60.0) -> None:
 
 
 def _run_dev_loop(supervisor: object, settings: object, ingest_url: str, demo: bool) -> None:
-    from leaderboard.cli.services import Supervisor
     from leaderboard.cli.simulate import simulate
     from leaderboard.common.settings import CommonSettings
+    from leaderboard.testkit.services import Supervisor
 
     assert isinstance(supervisor, Supervisor) and isinstance(settings, CommonSettings)
 

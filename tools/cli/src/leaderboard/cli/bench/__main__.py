@@ -26,7 +26,7 @@ from leaderboard.cli.bench.common import Context, Sizes, machine, raise_open_fil
 from leaderboard.cli.bench.plot import plot
 from leaderboard.cli.bench.report import render, table
 from leaderboard.cli.bench.stats import clean
-from leaderboard.cli.testing import base_environment
+from leaderboard.testkit.testing import base_environment
 
 SECTIONS = ("http", "scorer", "e2e", "fanout")
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import psutil
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, Supervisor
-from leaderboard.cli.testing import Namespace
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, Supervisor
+from leaderboard.testkit.testing import Namespace
 
 BENCH_TYPE = "bench"
 BENCH_POINTS = 10

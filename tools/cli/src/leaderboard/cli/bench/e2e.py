@@ -28,9 +28,9 @@ from leaderboard.cli.bench import k6
 from leaderboard.cli.bench.common import BENCH_TYPE, Context, start_extra
 from leaderboard.cli.bench.figures import figure
 from leaderboard.cli.bench.stats import summarize
-from leaderboard.cli.testing import System, running_system
 from leaderboard.common.events import iso_ms, now_ms
 from leaderboard.common.kafka import ensure_topics
+from leaderboard.testkit.testing import System, running_system
 
 MARKER_POINTS = 1000  # the bench type's max_points
 POOL = 1_000

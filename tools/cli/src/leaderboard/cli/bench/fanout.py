@@ -46,13 +46,13 @@ from leaderboard.cli.bench import k6
 from leaderboard.cli.bench.common import Context, until
 from leaderboard.cli.bench.figures import figure
 from leaderboard.cli.bench.stats import summarize
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, Supervisor, leaderboard_cmd
-from leaderboard.cli.testing import Namespace
 from leaderboard.common.events import BoardChanged, RankedEntry
 from leaderboard.common.kafka import ensure_topics, new_producer
 from leaderboard.common.settings import CommonSettings
 from leaderboard.common.topics import Topics
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, Supervisor, leaderboard_cmd
+from leaderboard.testkit.testing import Namespace
 
 BASELINE = "bare websockets broadcast server"
 

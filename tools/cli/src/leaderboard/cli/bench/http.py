@@ -31,9 +31,9 @@ from redis.asyncio import Redis
 from leaderboard.cli.bench import k6
 from leaderboard.cli.bench.common import BENCH_POINTS, BENCH_TYPE, Context, start_extra
 from leaderboard.cli.bench.figures import figure
-from leaderboard.cli.testing import System
 from leaderboard.common.kafka import ensure_topics
 from leaderboard.common.ranking import BoardKeys
+from leaderboard.testkit.testing import System
 
 log = logging.getLogger(__name__)
 NAIVE = "naive design (one FastAPI process: JWT, ZINCRBY, Postgres upsert)"

@@ -27,12 +27,12 @@ from redis.asyncio import Redis
 from leaderboard.cli.bench.common import BENCH_TYPE, Context
 from leaderboard.cli.bench.figures import figure, spread
 from leaderboard.cli.bench.stats import rate
-from leaderboard.cli.processes import spawn, stop
-from leaderboard.cli.testing import Namespace, System
 from leaderboard.common.events import ActionCompleted, now_ms
 from leaderboard.common.kafka import ensure_topics, producer
 from leaderboard.common.ranking import BoardKeys
 from leaderboard.common.topics import Topics
+from leaderboard.testkit.processes import spawn, stop
+from leaderboard.testkit.testing import Namespace, System
 
 log = logging.getLogger(__name__)
 STARTUP_S = 60.0  # start-up allowance (group join, migrations) before a time box that starts at work
