@@ -314,3 +314,122 @@ def board(url: str, limit: int, board: str) -> None:
     click.echo(f"board {board}  epoch {data['epoch']}  version {data['version']}  players {data['total']}")
     for e in data["leaderboard"]:
         click.echo(f"{e['rank']:>4}  {e['username'][:24]:<24} {e['score']:>12}  {e['userId']}")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the files into DIR (e.g. schemas/); without it, print them as one JSON object.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Compare DIR (--out, default ./schemas) with what the models generate; exit 1 when it differs.",
+)
+def schemas(out_dir: Path | None, check: bool) -> None:
+    """The JSON Schemas (draft 2020-12) of every event on the log, generated from the event models."""
+    from leaderboard.cli import schemas as published
+
+    if check:
+        directory = out_dir or Path("schemas")
+        if not directory.is_dir():
+            raise click.ClickException(f"{directory} is not a directory (give the schemas folder with --out)")
+        problems = published.check(directory)
+        for problem in problems:
+            click.echo(f"stale: {directory / problem}", err=True)
+        if problems:
+            click.echo(f"run `leaderboard schemas --out {directory}` to regenerate", err=True)
+            sys.exit(1)
+        click.echo(f"{directory}: up to date")
+    elif out_dir is not None:
+        changed = published.write(out_dir)
+        click.echo(f"{out_dir}: {len(changed)} file(s) written" + "".join(f"\n  {c}" for c in changed))
+    else:
+        files = {rel: json.loads(text) for rel, text in published.generate().items() if rel.endswith(".json")}
+        click.echo(json.dumps(files, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@click.option(
+    "--since", required=True, help="From this time (included): ISO-8601 or epoch seconds; UTC if no offset."
+)
+@click.option(
+    "--until", required=True, help="To this time (excluded): ISO-8601 or epoch seconds; UTC if no offset."
+)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--board", default=None, help="Only the events that feed this board of the board catalog.")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Output file (written whole or not at all); stdout when omitted (csv only).",
+)
+def export(since: str, until: str, fmt: str, board: str | None, out_file: Path | None) -> None:
+    """Accepted events of [--since, --until) from the actions log, for analysts (columns: see
+    leaderboard.cli.export)."""
+    from typing import Any
+
+    from aiokafka.errors import KafkaError
+
+    from leaderboard.cli import export as exporting
+    from leaderboard.common.boards import BoardCatalog
+    from leaderboard.common.settings import CommonSettings
+
+    setup_logging("WARNING", "export")
+    try:
+        selection = exporting.Selection(
+            exporting.parse_time(since, "--since"), exporting.parse_time(until, "--until")
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = CommonSettings()
+    if board is not None:
+        catalog = BoardCatalog.load(settings.boards_file)
+        selection.board = catalog.get(board)
+        if selection.board is None:
+            known = ", ".join(b.id for b in catalog)
+            raise click.BadParameter(
+                f"no board {board!r} in the board catalog (boards: {known})", param_hint="--board"
+            )
+    if fmt == "parquet" and out_file is None:
+        raise click.UsageError("--format parquet needs --out FILE (Parquet is not streamed to stdout)")
+    partial = out_file.with_name(out_file.name + ".partial") if out_file is not None else None
+    bar: Any = None
+
+    def start(total: int) -> None:
+        nonlocal bar
+        bar = click.progressbar(length=max(total, 1), label="export", file=sys.stderr, show_pos=True)
+        bar.__enter__()
+
+    stream = None
+    try:
+        sink: exporting.Sink
+        if fmt == "parquet":
+            assert partial is not None
+            sink = exporting.ParquetSink(str(partial), selection.board)
+        else:
+            stream = partial.open("w", newline="", encoding="utf-8") if partial is not None else sys.stdout
+            sink = exporting.CsvSink(stream, selection.board)
+        totals = asyncio.run(
+            exporting.export(
+                settings, selection, sink, on_start=start, on_progress=lambda n: bar and bar.update(n)
+            )
+        )
+        if stream is not None and stream is not sys.stdout:
+            stream.close()
+        if partial is not None and out_file is not None:
+            partial.replace(out_file)
+    except (ValueError, OSError, KafkaError) as exc:
+        raise click.ClickException(f"export failed: {exc}") from None
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        if stream is not None and stream is not sys.stdout and not stream.closed:
+            stream.close()
+        if partial is not None and partial.exists():
+            partial.unlink()
+    click.echo(json.dumps({**totals.as_dict(), "out": str(out_file) if out_file else "-"}), err=True)
