@@ -10,19 +10,18 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.security import HTTPAuthorizationCredentials
 from starlette.websockets import WebSocket
 
 from leaderboard.broadcaster.entrypoints.deps import (
     Around,
+    Gate,
     Limit,
     PageNo,
     Resume,
     ResumePoint,
     Since,
-    authenticate,
-    reader_gate,
     resume_point,
+    token_principal,
     ws_resume,
     ws_token,
 )
@@ -106,16 +105,16 @@ def verifier(keys_dir: Path) -> TokenVerifier:
     return TokenVerifier(BroadcasterSettings(dev_mode=True, keys_dir=keys_dir))
 
 
-def test_authenticate(keys_dir: Path) -> None:
+async def test_authenticate(keys_dir: Path) -> None:
     settings = BroadcasterSettings(dev_mode=True, keys_dir=keys_dir)
     token = mint_token(settings, sub=USER, role="player", ttl_s=600)
     with pytest.raises(VerifierUnavailable):
-        authenticate(None, token)
+        await token_principal(None, token)
     with pytest.raises(Unauthenticated, match="missing bearer token"):
-        authenticate(verifier(keys_dir), None)
+        await token_principal(verifier(keys_dir), None)
     with pytest.raises(Unauthenticated):
-        authenticate(verifier(keys_dir), token + "x")
-    assert authenticate(verifier(keys_dir), token).sub == USER
+        await token_principal(verifier(keys_dir), token + "x")
+    assert (await token_principal(verifier(keys_dir), token)).sub == USER
 
 
 def ws(query: str = "", **headers: str) -> WebSocket:
@@ -139,13 +138,30 @@ def test_websocket_token_from_query_or_header() -> None:
     assert ws_token(ws(Authorization="Bearer ")) is None
 
 
+def gated(p: Any) -> httpx.AsyncClient:
+    app = FastAPI()
+    install_error_handlers(app)
+    install(app)
+    app.state.ports = p
+
+    @app.get("/read")
+    async def read(_: Gate) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b.test")
+
+
 async def test_reader_gate(make_ports: Any) -> None:
-    open_ = make_ports()
-    reader_gate(open_, None)  # reads are open by default
+    async with gated(make_ports()) as open_:
+        assert (await open_.get("/read")).status_code == 200  # reads are open by default
     guarded = make_ports(read_requires_token=True)
-    with pytest.raises(Unauthenticated):
-        reader_gate(guarded, None)
-    with pytest.raises(Unauthenticated):
-        reader_gate(guarded, HTTPAuthorizationCredentials(scheme="Bearer", credentials="not-a-token"))
     token = mint_token(guarded.settings, sub=USER, role="player", ttl_s=600)
-    reader_gate(guarded, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
+    async with gated(guarded) as client:
+        missing = await client.get("/read")
+        assert missing.status_code == 401 and missing.json()["code"] == "unauthorized"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        forged = await client.get("/read", headers={"Authorization": "Bearer not-a-token"})
+        assert forged.status_code == 401 and forged.json()["code"] == "unauthorized"
+        assert forged.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        ok = await client.get("/read", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200

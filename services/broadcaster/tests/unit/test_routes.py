@@ -88,29 +88,31 @@ async def test_admission_rules_in_order(make_ports: MakePorts) -> None:
     token = mint_token(p.settings, sub="00000000-0000-4000-8000-000000000001", role="player", ttl_s=600)
     evil = handshake(origin="https://evil.example", host="b:1")
     with pytest.raises(OriginRefused):  # before anything else, even a bad board and since
-        admit(evil, p, "nope", "x", None)
+        await admit(evil, p, "nope", "x", None)
     with pytest.raises(Unauthenticated):
-        admit(handshake(host="b:1"), p, "nope", "x", None)
+        await admit(handshake(host="b:1"), p, "nope", "x", None)
     authed = handshake(f"token={token}", origin="https://game.example", host="b:1")
     with pytest.raises(UnknownBoard, match=r"no board named 'nope'$"):
-        admit(authed, p, "nope", "x", None)
+        await admit(authed, p, "nope", "x", None)
     with pytest.raises(Invalid, match="'since'"):
-        admit(authed, p, "global", "x", None)
+        await admit(authed, p, "global", "x", None)
     with pytest.raises(Invalid, match="'epoch'"):
-        admit(authed, p, "global", "1", "e" * 65)
-    assert admit(authed, p, "global", "3", "e") == Admission("global", "e", 3, "10.0.0.9")
+        await admit(authed, p, "global", "1", "e" * 65)
+    assert await admit(authed, p, "global", "3", "e") == Admission("global", "e", 3, "10.0.0.9")
     p.drain.begin()
     with pytest.raises(Draining) as draining:
-        admit(authed, p, "global", "3", "e")
+        await admit(authed, p, "global", "3", "e")
     assert 1000 <= draining.value.retry_after_ms <= 3000
 
 
 async def test_the_client_address_behind_a_trusted_proxy(make_ports: MakePorts) -> None:
     p = make_ports(trusted_proxies=["10.0.0.0/8"])
     forwarded = handshake(x_forwarded_for="203.0.113.5, 10.0.0.3")
-    assert admit(forwarded, p, "global", None, None).ip == "203.0.113.5"
+    assert (await admit(forwarded, p, "global", None, None)).ip == "203.0.113.5"
     direct = handshake(client=("198.51.100.1", 1), x_forwarded_for="203.0.113.5")
-    assert admit(direct, p, "global", None, None).ip == "198.51.100.1"  # an untrusted peer's XFF is ignored
+    assert (
+        await admit(direct, p, "global", None, None)
+    ).ip == "198.51.100.1"  # an untrusted peer's XFF is ignored
 
 
 def test_close_frames() -> None:

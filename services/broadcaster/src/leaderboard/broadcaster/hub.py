@@ -37,6 +37,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from leaderboard.common.ranking import changed_entries
+
 log = logging.getLogger(__name__)
 CLIENTS = Gauge("broadcaster_clients", "Connected live clients", ["transport"])
 SENT = Counter("broadcaster_messages_sent_total", "Frames written to clients")
@@ -80,10 +82,7 @@ class BoardState:
         return json.dumps(body, separators=(",", ":"))
 
 
-def diff(old: list[Entry], new: list[Entry]) -> list[str]:
-    before = {e["userId"]: (e["rank"], e["score"], e["username"]) for e in old}
-    after = {e["userId"]: (e["rank"], e["score"], e["username"]) for e in new}
-    return [u for u, s in after.items() if before.get(u) != s] + [u for u in before if u not in after]
+diff = changed_entries  # the one rank diff (``leaderboard.common.ranking``), per client here
 
 
 class Client:

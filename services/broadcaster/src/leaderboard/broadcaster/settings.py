@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from leaderboard.common.boardkeys import DEFAULT_BOARD
 from leaderboard.common.settings import HttpServiceSettings
 
 
 class BroadcasterSettings(HttpServiceSettings):
     port: int = 8090
-    boards: list[str] = Field(default_factory=lambda: ["global"])
+    boards: list[str] = Field(default_factory=lambda: [DEFAULT_BOARD])
     read_requires_token: bool = False
     ws_allowed_origins: list[str] | None = Field(
         None,

@@ -5,6 +5,12 @@ assigns itself the topic's partitions and starts at the end. The initial state c
 *after* the consumer is positioned, so nothing published in between is missed; stale messages are
 ignored by the hub's version check. A periodic reconciliation against Redis covers anything the
 feed might miss (a broker hiccup), so clients converge on the latest state regardless.
+
+An instance may start before anything created the topics (a fresh deployment, the broadcaster up
+first): the feed creates them itself (``ensure_topics``, idempotent), and while the topic's
+partitions are unknown it asks the consumer's own client to track the topic and refresh its
+metadata. ``consumer.topics()`` would not do: it fetches metadata without adopting it, so the
+consumer would learn of the topic only at aiokafka's periodic refresh (5 minutes).
 """
 
 from __future__ import annotations
@@ -12,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from leaderboard.broadcaster.adapters.reads import BoardReader
 from leaderboard.broadcaster.hub import BoardState, Hub
 from leaderboard.common.events import decode_board_changed
-from leaderboard.common.kafka import new_consumer
+from leaderboard.common.kafka import ensure_topics, new_consumer
 from leaderboard.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -54,13 +60,9 @@ class ChangeFeed:
         while True:
             consumer = new_consumer(self.settings, group_id=None, auto_offset_reset="latest")
             try:
+                await ensure_topics(self.settings, attempts=1)  # a failure retries below, after 1 s
                 await consumer.start()
-                partitions = None
-                while not partitions:
-                    partitions = consumer.partitions_for_topic(self.topic)
-                    if not partitions:
-                        await consumer.topics()  # refresh metadata
-                        await asyncio.sleep(0.2)
+                partitions = await self._partitions(consumer)
                 tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
                 consumer.assign(tps)
                 await consumer.seek_to_end(*tps)
@@ -80,6 +82,15 @@ class ChangeFeed:
                 await asyncio.sleep(1)
             finally:
                 await consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
+        """The topic's partitions, once the consumer's metadata knows them."""
+        while not (partitions := consumer.partitions_for_topic(self.topic)):
+            # aiokafka has no public call that updates the consumer's own metadata: track the topic
+            # on its client (which refreshes now), rather than topics(), which adopts nothing.
+            await asyncio.wait_for(consumer._client.add_topic(self.topic), 5)
+            await asyncio.sleep(0.1)
+        return set(partitions)
 
     def _apply(self, raw: bytes) -> None:
         try:

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from leaderboard.broadcaster.bootstrap import Ports, bootstrap
 from leaderboard.broadcaster.entrypoints import errors
+from leaderboard.broadcaster.entrypoints.hot import TopReads
 from leaderboard.broadcaster.entrypoints.routes import live, page, reads, stream
 from leaderboard.broadcaster.settings import BroadcasterSettings
-from leaderboard.common.web import RequestIdMiddleware, add_ops_routes, install_error_handlers
+from leaderboard.common.web import RequestIdMiddleware, add_cors, add_ops_routes, install_error_handlers
 
 
 async def readiness(p: Ports) -> dict[str, str]:
@@ -59,17 +59,21 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         version="1.0.0",
         lifespan=lifespan(settings),
         description="Board reads and live updates (WebSocket /ws/leaderboard, SSE).",
+        # FastAPI's own OpenTelemetry hooks look up the providers on every request; the broadcaster's
+        # figures are its Prometheus metrics, so they are off (the read path's profile showed them).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     errors.install(app)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET"],
-            allow_headers=["Authorization", "If-None-Match"],
-            expose_headers=["ETag"],
-        )
+    app.add_middleware(TopReads)  # innermost of ours: CORS and the request id still apply
+    # CORS before the request id: added later is outermost, so refused preflights carry X-Request-ID.
+    add_cors(
+        app,
+        settings.cors_origins,
+        methods=["GET"],
+        headers=["Authorization", "If-None-Match"],
+        expose=["ETag", "X-Request-ID"],
+    )
     app.add_middleware(RequestIdMiddleware)
     for router in (reads.router, stream.router, page.router, live.router):
         app.include_router(router)

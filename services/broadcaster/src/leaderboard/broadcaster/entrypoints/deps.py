@@ -1,5 +1,6 @@
-"""Importable dependencies of the broadcaster's routes: the ports, bearer auth, the reader gate and
-the strict parsing of every number a client sends (``Annotated`` types, module-level functions).
+"""Importable dependencies of the broadcaster's routes: the ports, bearer auth (the shared
+``leaderboard.common.web.bearer_principal`` and ``leaderboard.common.auth.authenticate``), the reader
+gate and the strict parsing of every number a client sends (``Annotated`` types, module-level functions).
 
 Numbers go through ``leaderboard.common.params.parse_count`` (ASCII digits, bounded), never
 ``int()``: 5,000 digits or a Unicode digit is a 422 naming the field, on REST and on the WebSocket
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
@@ -19,8 +20,10 @@ from starlette.requests import HTTPConnection
 
 from leaderboard.broadcaster.bootstrap import Ports
 from leaderboard.broadcaster.errors import Invalid, Unauthenticated, VerifierUnavailable
-from leaderboard.common.auth import AuthError, Principal, TokenVerifier
+from leaderboard.common.auth import AuthError, Principal, TokenVerifier, authenticate, bearer_token
+from leaderboard.common.boardkeys import DEFAULT_BOARD
 from leaderboard.common.params import BadNumber, parse_count, parse_optional_count
+from leaderboard.common.web import bearer_principal
 
 BOARD_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 EPOCH_MAX = 64  # epochs are short ids (12 hex digits); anything longer is not one of ours
@@ -31,7 +34,12 @@ def get_ports(conn: HTTPConnection) -> Ports:
     return ports
 
 
-PortsDep = Annotated[Ports, Depends(get_ports)]
+async def ports(conn: HTTPConnection) -> Ports:
+    """The ports as a dependency: async, so FastAPI calls it inline rather than in its thread pool."""
+    return get_ports(conn)
+
+
+PortsDep = Annotated[Ports, Depends(ports)]
 
 
 # --- Numbers ----------------------------------------------------------------------------------------
@@ -58,7 +66,7 @@ def counted(field: str, minimum: int = 0, maximum: int = 10**18 - 1) -> BeforeVa
 
 
 Board = Annotated[
-    str, Query(pattern=BOARD_PATTERN, description="Board name; `global` is the all-time board.")
+    str, Query(pattern=BOARD_PATTERN, description=f"Board name; `{DEFAULT_BOARD}` is the all-time board.")
 ]
 Epoch = Annotated[str | None, Query(max_length=EPOCH_MAX, description="The epoch of the version in `since`.")]
 PageNo = Annotated[int, counted("page", 1, 1_000_000), Query(ge=1, le=1_000_000)]
@@ -102,37 +110,37 @@ def ws_resume(since: str | None, epoch: str | None) -> int | None:
 
 # --- Bearer tokens ----------------------------------------------------------------------------------
 
-bearer = HTTPBearer(auto_error=False)
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+BEARER_HELP = "A JWT from your identity provider (dev: `leaderboard token`)."
+principal = bearer_principal(lambda r: get_ports(r).verifier, description=BEARER_HELP)
+"""The shared bearer dependency (``leaderboard.common.web``): 401 ``unauthorized`` with RFC 6750's
+challenge, 503 when no key source is configured."""
+Authenticated = Annotated[Principal, Depends(principal)]
 
-
-def authenticate(verifier: TokenVerifier | None, token: str | None) -> Principal:
-    """Bearer auth from a request: the one function that would move to ``leaderboard.common``
-    (ingest and the scorer's admin route each have their own today)."""
-    if verifier is None:
-        raise VerifierUnavailable()
-    if not token:
-        raise Unauthenticated("missing bearer token")
-    try:
-        return verifier.verify(token)
-    except AuthError as exc:
-        raise Unauthenticated(str(exc)) from exc
+# Only documents the scheme in OpenAPI for the routes that check a token themselves (no verification).
+bearer_doc = HTTPBearer(auto_error=False, description=BEARER_HELP)
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_doc)]
 
 
 def ws_token(conn: HTTPConnection) -> str | None:
     """Browsers cannot set headers on a WebSocket: the token may also come as ``?token=``."""
-    header = conn.headers.get("authorization", "")
-    return conn.query_params.get("token") or header.removeprefix("Bearer ").strip() or None
+    return conn.query_params.get("token") or bearer_token(conn.headers.get("authorization"))
 
 
-def token_of(creds: HTTPAuthorizationCredentials | None) -> str | None:
-    return creds.credentials if creds else None
+async def token_principal(verifier: TokenVerifier | None, token: str | None) -> Principal:
+    """A WebSocket handshake's token through the shared :func:`leaderboard.common.auth.authenticate`
+    (off the loop when keys may be fetched), its refusals as the broadcaster's domain errors."""
+    if verifier is None:
+        raise VerifierUnavailable()
+    try:
+        return await authenticate(f"Bearer {token}" if token else None, verifier)
+    except AuthError as exc:
+        raise Unauthenticated(str(exc)) from None
 
 
-def reader_gate(p: PortsDep, creds: Credentials) -> None:
+async def reader_gate(request: Request, p: PortsDep, _: BearerDoc) -> None:
     """Reads are open unless ``read_requires_token``; then any valid token may read."""
     if p.settings.read_requires_token:
-        authenticate(p.verifier, token_of(creds))
+        await principal(request, None)
 
 
 Gate = Annotated[None, Depends(reader_gate)]

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from leaderboard.common.web import ErrorModel
+
 
 class Entry(BaseModel):
     rank: int
@@ -27,14 +29,6 @@ class LeaderboardPage(BaseModel):
 
 class UserRank(Entry):
     neighbours: list[Entry]
-
-
-class ErrorModel(BaseModel):
-    """The error shape of every refusal (``leaderboard.common.web.error_body``)."""
-
-    status: Literal["error"] = "error"
-    error: str
-    code: str
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorModel} for c in (401, 404, 422)}

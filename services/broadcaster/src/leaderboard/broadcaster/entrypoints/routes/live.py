@@ -20,10 +20,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from leaderboard.broadcaster import service
 from leaderboard.broadcaster.bootstrap import Ports
-from leaderboard.broadcaster.entrypoints.deps import authenticate, get_ports, ws_resume, ws_token
+from leaderboard.broadcaster.entrypoints.deps import get_ports, token_principal, ws_resume, ws_token
 from leaderboard.broadcaster.entrypoints.errors import deny
 from leaderboard.broadcaster.errors import DomainError, Draining, NoSuchSocket, UnknownBoard
 from leaderboard.broadcaster.hub import BoardState, Client
+from leaderboard.common.boardkeys import DEFAULT_BOARD
 
 router = APIRouter()
 SERVICE_RESTART = 1012  # RFC 6455 registry: "the server is restarting; reconnect"
@@ -38,12 +39,14 @@ class Admission:
     ip: str
 
 
-def admit(websocket: WebSocket, p: Ports, board: str, since: str | None, epoch: str | None) -> Admission:
+async def admit(
+    websocket: WebSocket, p: Ports, board: str, since: str | None, epoch: str | None
+) -> Admission:
     """Every rule a handshake must pass, in order; raises the first refusal."""
     headers = websocket.headers
     p.origins.check(headers.get("origin"), headers.get("host"))
     if p.settings.read_requires_token:
-        authenticate(p.verifier, ws_token(websocket))
+        await token_principal(p.verifier, ws_token(websocket))
     if board not in p.settings.boards:
         raise UnknownBoard(board, may_appear=False)
     resume = ws_resume(since, epoch)
@@ -55,12 +58,12 @@ def admit(websocket: WebSocket, p: Ports, board: str, since: str | None, epoch: 
 
 @router.websocket("/ws/leaderboard")
 async def live(
-    websocket: WebSocket, board: str = "global", since: str | None = None, epoch: str | None = None
+    websocket: WebSocket, board: str = DEFAULT_BOARD, since: str | None = None, epoch: str | None = None
 ) -> None:
     """Snapshot, then updates with strictly increasing versions. ``since``/``epoch`` resume."""
     p = get_ports(websocket)
     try:
-        admission = admit(websocket, p, board, since, epoch)
+        admission = await admit(websocket, p, board, since, epoch)
         p.per_ip.acquire(admission.ip)
     except DomainError as exc:
         await deny(websocket, exc)

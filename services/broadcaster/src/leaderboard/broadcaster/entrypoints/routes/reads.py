@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from leaderboard.broadcaster import service
 from leaderboard.broadcaster.adapters.reads import Meta
 from leaderboard.broadcaster.entrypoints.deps import (
     Around,
+    BearerDoc,
     Board,
-    Credentials,
     Gate,
     Limit,
     PageNo,
     PortsDep,
-    authenticate,
-    token_of,
+    principal,
 )
 from leaderboard.broadcaster.entrypoints.schemas import ERRORS, Entry, LeaderboardPage, UserRank
+from leaderboard.common.boardkeys import DEFAULT_BOARD
 
 router = APIRouter(tags=["reads"])
 IfNoneMatch = Annotated[str | None, Header()]
@@ -60,7 +60,7 @@ def cached(body: Any, etag: str, if_none_match: str | None) -> Response:
 async def leaderboard(
     p: PortsDep,
     _: Gate,
-    board: Board = "global",
+    board: Board = DEFAULT_BOARD,
     page: PageNo = 1,
     limit: Limit = 10,
     sort: Annotated[str, Query(pattern="^(?i)(asc|desc)$")] = "DESC",
@@ -85,17 +85,19 @@ async def leaderboard(
 @router.get("/scores", response_model=list[Entry], responses={304: {}})
 async def scores(p: PortsDep, _: Gate, if_none_match: IfNoneMatch = None) -> Response:
     """Seed 004's alias: the top 10 of the global board as a JSON array."""
-    result = await p.reader.page("global", 0, 10, True)
+    result = await p.reader.page(DEFAULT_BOARD, 0, 10, True)
     if result is None:
         return JSONResponse([])
     return cached(result.entries, etag_for(result.meta, p.settings.board_top_n >= 10), if_none_match)
 
 
 @router.get("/api/v1/leaderboard/me", response_model=UserRank, responses=ERRORS)
-async def me(p: PortsDep, creds: Credentials, board: Board = "global", around: Around = 5) -> dict[str, Any]:
+async def me(
+    request: Request, p: PortsDep, _: BearerDoc, board: Board = DEFAULT_BOARD, around: Around = 5
+) -> dict[str, Any]:
     """The caller's own rank (from the token's sub) and neighbours."""
     # Checked here, not as a dependency: a malformed query is a 422 before any token question.
-    who = authenticate(p.verifier, token_of(creds))
+    who = await principal(request, None)
     return await service.user_rank(p, board, who.sub, around)
 
 
@@ -104,7 +106,7 @@ async def user(
     p: PortsDep,
     _: Gate,
     user_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$")],
-    board: Board = "global",
+    board: Board = DEFAULT_BOARD,
     around: Around = 5,
 ) -> dict[str, Any]:
     """A user's rank and score with ``around`` neighbours either side."""

@@ -19,6 +19,7 @@ from leaderboard.broadcaster.entrypoints.deps import Board, Epoch, Gate, PortsDe
 from leaderboard.broadcaster.errors import Draining, UnknownBoard
 from leaderboard.broadcaster.hub import BoardState, Client
 from leaderboard.broadcaster.policy import check_capacity
+from leaderboard.common.boardkeys import DEFAULT_BOARD
 
 router = APIRouter(tags=["live"])
 RETRY_MS = 2000  # the EventSource's reconnect delay after a dropped connection
@@ -67,7 +68,7 @@ class SseStream:
 
 @router.get("/api/v1/leaderboard/stream", responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(
-    p: PortsDep, _: Gate, resume: Resume, board: Board = "global", epoch: Epoch = None
+    p: PortsDep, _: Gate, resume: Resume, board: Board = DEFAULT_BOARD, epoch: Epoch = None
 ) -> StreamingResponse:
     """Server-Sent Events: `snapshot` then `update`; `id` is the version (Last-Event-ID resumes)."""
     if board not in p.settings.boards:
