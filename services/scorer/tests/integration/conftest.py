@@ -8,7 +8,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -16,13 +16,14 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from leaderboard.cli.testing import Namespace, System
 from leaderboard.common.boardkeys import BoardKeys
+from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.events import ActionCompleted, now_ms
 from leaderboard.common.kafka import ensure_topics, new_consumer, producer
 from leaderboard.common.ranking import RankKey
 from leaderboard.common.topics import Topics
 from leaderboard.scorer.settings import ScorerSettings
+from leaderboard.testkit.testing import Namespace, System
 
 # Fast recovery after a kill: a dead member's partitions move on after this many seconds.
 FAST_ENV = {"LEADERBOARD_SESSION_TIMEOUT_S": "3", "LEADERBOARD_LOG_LEVEL": "INFO"}
@@ -51,6 +52,19 @@ def make_action(
         source="service",
         request_id="scorer-test",
     )
+
+
+EXPECTED_BOARDS = """
+SELECT 'global' AS board, 'all' AS period, user_id, sum(points) AS score FROM actions GROUP BY user_id
+UNION ALL
+SELECT 'daily', to_char(accepted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), user_id, sum(points)
+FROM actions GROUP BY 2, user_id
+UNION ALL
+SELECT 'weekly', to_char(accepted_at AT TIME ZONE 'UTC', 'IYYY-"W"IW'), user_id, sum(points)
+FROM actions GROUP BY 2, user_id
+UNION ALL
+SELECT 'best-match', 'all', user_id, max(points) FROM actions WHERE action_type = 'match_won' GROUP BY user_id
+"""
 
 
 class Kit:
@@ -125,6 +139,60 @@ class Kit:
             return [(k.user_id, k.score) for k in map(RankKey.parse, members)]
         finally:
             await redis.aclose()
+
+    async def entries(self, board: str, period: str = "all") -> list[tuple[str, int]]:
+        """One board period in Postgres (``board_entries``), in board order."""
+        conn = await self.pg()
+        try:
+            rows = await conn.fetch(
+                "SELECT user_id, score FROM board_entries WHERE board = $1 AND period = $2 "
+                "ORDER BY rank_key, reached_at, user_id",
+                board,
+                period,
+            )
+            return [(str(r["user_id"]), int(r["score"])) for r in rows]
+        finally:
+            await conn.close()
+
+    async def redis_entries(
+        self, board: str, period: str = "all", ascending: bool = False
+    ) -> list[tuple[str, int]]:
+        """One board period in Redis, in board order."""
+        redis = Redis.from_url(self.settings.redis_url)
+        try:
+            members = await redis.zrange(BoardKeys.of(self.settings.redis_prefix, board, period).rank, 0, -1)
+            return [(k.user_id, k.score) for k in (RankKey.parse(m, ascending) for m in members)]
+        finally:
+            await redis.aclose()
+
+    async def check_all_boards(self) -> dict[tuple[str, str], int]:
+        """Every board of the default catalog against a recompute in SQL from ``actions`` (sum per
+        user for global, per UTC day for daily, per ISO week for weekly; the best match_won for
+        best-match), and Redis against Postgres for every period the board keeps. Returns the number
+        of entries per board and period."""
+        conn = await self.pg()
+        try:
+            want_rows = await conn.fetch(EXPECTED_BOARDS)
+            got_rows = await conn.fetch("SELECT board, period, user_id, score FROM board_entries")
+        finally:
+            await conn.close()
+        want = {(r["board"], r["period"], str(r["user_id"])): int(r["score"]) for r in want_rows}
+        catalog, now = BoardCatalog.load(), datetime.now(UTC)
+        got = {
+            (r["board"], r["period"], str(r["user_id"])): int(r["score"])
+            for r in got_rows
+            if r["board"] in catalog.boards  # a test's extra board is checked by the test
+        }
+        assert got == want
+        counts: dict[tuple[str, str], int] = {}
+        for board, period, _ in got:
+            counts[(board, period)] = counts.get((board, period), 0) + 1
+        for board, period in counts:
+            spec = catalog.boards[board]
+            if spec.kept(spec.period(period), now):
+                pg = await self.entries(board, period)
+                assert await self.redis_entries(board, period, spec.ascending) == pg, (board, period)
+        return counts
 
     async def redis_meta(self) -> dict[str, str]:
         redis = Redis.from_url(self.settings.redis_url, decode_responses=True)

@@ -102,3 +102,6 @@ async def test_a_hard_exit_at_each_point_redelivers_and_counts_once(
     top = [(str(e.user_id), e.score) for e in changes[-1].top]
     assert top == (await kit.redis_board())[: len(top)]
     assert json.loads(meta["top"])
+    # Every board counted each action once too (issue 10): the day and the ISO week of T0.
+    counts = await kit.check_all_boards()
+    assert counts == {("global", "all"): 30, ("daily", "2025-05-01"): 30, ("weekly", "2025-W18"): 30}

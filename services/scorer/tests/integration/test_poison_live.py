@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from leaderboard.cli.testing import System
 from leaderboard.common.events import DeadLetter, SecurityEvent, iso_ms, now_ms
+from leaderboard.testkit.testing import System
 
 POISON = "poison-name"
 SERVICE_ENV = {

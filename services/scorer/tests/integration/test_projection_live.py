@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from leaderboard.cli.testing import System
 from leaderboard.common.events import DeadLetter, SecurityEvent
+from leaderboard.testkit.testing import System
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

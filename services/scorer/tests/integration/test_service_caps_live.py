@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from leaderboard.cli.testing import System
 from leaderboard.common.events import SecurityEvent, iso_ms, now_ms
+from leaderboard.testkit.testing import System
 
 SERVICE_ENV = {"LEADERBOARD_RATE_SERVICE_PER_MIN": "100000", "LEADERBOARD_RATE_SERVICE_BURST": "10000"}
 

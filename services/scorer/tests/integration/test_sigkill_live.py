@@ -132,6 +132,9 @@ async def test_sigkilled_scorer_loses_nothing_and_counts_nothing_twice(kit: Any)
     await kit.eventually(broadcaster_done, 60, "the broadcaster's board to equal Postgres")
     board = await read_board()
     assert len(board) == USERS and dict(board) == expected
+    # Every board of the catalog counted each action once too (issue 10), in Postgres and Redis.
+    counts = await kit.check_all_boards()
+    assert counts[("global", "all")] == USERS and counts[("best-match", "all")] > 0
 
 
 def test_plan_is_what_the_issue_asks() -> None:

@@ -24,8 +24,11 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,10 +147,62 @@ def _jwks_keys(document: dict[str, Any]) -> list[VerificationKey]:
     return keys
 
 
-class TokenVerifier:
-    """Verifies bearer tokens against a fixed key set and returns the principal."""
+class VerifiedTokens:
+    """A bounded cache of tokens that passed :meth:`TokenVerifier.verify`, keyed by the token's full text.
 
-    def __init__(self, settings: CommonSettings) -> None:
+    An entry answers until ``valid_until`` (the token's ``exp`` plus the leeway pyjwt grants, and at
+    most ``max_age_s`` after it was verified), then is dropped; the least recently used entry goes
+    when ``size`` is reached. Only successes are ever put here: a refused token is refused again by
+    the full check on its next use. Any change to a token (one byte of its signature, a claim) is
+    another key, so a cached entry can only answer for the exact text that was verified.
+
+    Why not ``functools.lru_cache`` or cachetools: neither expires an entry at a time of its own
+    (the token's exp) with a size bound, and this is twenty lines. Thread-safe: the broadcaster and
+    the scorer may verify in threads (JWKS).
+    """
+
+    def __init__(self, size: int, max_age_s: float, clock: Callable[[], float] | None = None) -> None:
+        self.size, self.max_age_s = size, max_age_s
+        self._clock = clock or (lambda: time.time())
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> Principal | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if now >= entry[0]:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry[1]
+
+    def put(self, token: str, principal: Principal, valid_until: float) -> None:
+        if self.size <= 0:
+            return
+        valid_until = min(valid_until, self._clock() + self.max_age_s)
+        with self._lock:
+            self._entries[token] = (valid_until, principal)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against a fixed key set and returns the principal.
+
+    Verified tokens are remembered (:class:`VerifiedTokens`, ``jwt_cache_size`` of them) until they
+    expire: a signature check costs more than the rest of a request, and a client sends the same
+    token on every request.
+    """
+
+    def __init__(self, settings: CommonSettings, clock: Callable[[], float] | None = None) -> None:
+        self._cache = VerifiedTokens(settings.jwt_cache_size, settings.jwt_jwks_lifespan_s, clock)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._max_lifetime = settings.jwt_max_lifetime_s
@@ -219,6 +274,15 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         if len(token) > self._max_token_bytes:
             raise AuthError(f"token longer than {self._max_token_bytes} bytes")
+        cached = self._cache.get(token)
+        if cached is not None:
+            return cached
+        principal = self._verify(token)
+        # pyjwt accepts a token until exp + leeway; so does the cache, and not a moment longer.
+        self._cache.put(token, principal, int(principal.claims["exp"]) + self._leeway)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

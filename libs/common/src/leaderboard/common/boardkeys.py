@@ -14,7 +14,13 @@ Layout (``{base}`` = ``{prefix}:board:{board}``, then ``:{period}`` when the boa
 Periods (boards with a time window, issue 10): ``BoardKeys(prefix, "daily", period="2026-11-23")``
 gives ``{prefix}:board:daily:2026-11-23:rank`` and so on. Without a period nothing is appended, so
 the keys of today's boards stay byte for byte what they were. A board name therefore must not hold
-``:`` (a period would then be ambiguous), which no board name does today.
+``:`` (a period would then be ambiguous; ``leaderboard.common.boards.BoardId`` refuses it).
+:meth:`BoardKeys.of` maps a board's period id to its keys: the single period ``all`` of an all-time
+board has no suffix (so ``global`` and ``best-match`` are ``{prefix}:board:global:...``), every other
+period id is appended. :meth:`BoardKeys.current_period` is a plain string key the scorer sets to the
+id of the period it opened last for a windowed board (readers may use it to follow a rollover the
+moment the scorer announces it; ``leaderboard.common.boards`` computes the same id from a clock).
+Keys of a past period carry an expiry (EXPIREAT): they go when the period leaves the board's ``keep``.
 
 Redis Cluster: a script and a MULTI may only touch keys of one hash slot, so under Cluster every key
 of one board and period (and its rebuild keys, which are RENAMEd into place) would need the same hash
@@ -37,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_BOARD = "global"  # the all-time board every service reads and writes unless told otherwise
+ALL_PERIOD = "all"  # the period id of an all-time board (no key suffix)
 
 SCORE_DIGITS = 19  # 2**63 - 1 has 19 digits
 MS_DIGITS = 13  # epoch milliseconds up to the year 2286
@@ -94,6 +101,16 @@ class BoardKeys:
         """Every key that holds the board's state (what a reset deletes): rank, members, names,
         meta, versions."""
         return (self.rank, self.members, self.names, self.meta, self.versions)
+
+    @classmethod
+    def of(cls, prefix: str, board: str, period: str) -> BoardKeys:
+        """The keys of ``board``'s period ``period`` (a period id; ``"all"``: the all-time keys)."""
+        return cls(prefix, board, None if period == ALL_PERIOD else period)
+
+    @property
+    def current_period(self) -> str:
+        """String key: the id of the period the scorer opened last (windowed boards only)."""
+        return f"{self.prefix}:board:{self.board}:current-period"
 
     def rebuild_keys(self, token: str) -> BoardKeys:
         """Where a rebuild builds the board aside before RENAMEing it into place (no meta: the

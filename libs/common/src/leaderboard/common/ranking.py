@@ -10,6 +10,13 @@ score 0 and sort lexicographically by a fixed-width key::
 The key layout of a board in Redis (and the offsets Lua needs) is ``leaderboard.common.boardkeys``;
 :class:`BoardKeys` is re-exported here for the callers that import it from this module.
 
+Boards with ``order = "asc"`` (lower is better, issue 10) store the score itself instead of its
+complement (``score`` as 19 digits), so the same lexicographic order puts the lowest score first, the
+earlier time and the smaller userId still breaking ties; the width (and so the userId's offset) is the
+same. A member does not say which order it was written in: readers pass ``ascending`` (the board's
+``order`` from ``leaderboard.common.boards``); desc is the default, so the global board's members are
+what they always were.
+
 Limits: scores 0 .. 2**63-1 (Postgres bigint), times 1970 .. 2286. Postgres orders the same way with
 ``ORDER BY score DESC, reached_at ASC, user_id ASC`` (uuid compares as its lowercase hex).
 """
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 from uuid import UUID
 
@@ -47,24 +54,29 @@ class RankKey:
     score: int
     reached_ms: int
     user_id: str
+    ascending: bool = field(default=False, compare=False)  # the board's order is "asc"
 
     def member(self) -> str:
         if not 0 <= self.score <= MAX_SCORE:
             raise ValueError(f"score {self.score} outside 0..2**63-1")
         if not 0 <= self.reached_ms <= MAX_MS:
             raise ValueError(f"reached time {self.reached_ms} outside the 13-digit range")
-        return f"{MAX_SCORE - self.score:0{SCORE_DIGITS}d}:{self.reached_ms:0{MS_DIGITS}d}:{self.user_id}"
+        head = self.score if self.ascending else MAX_SCORE - self.score
+        return f"{head:0{SCORE_DIGITS}d}:{self.reached_ms:0{MS_DIGITS}d}:{self.user_id}"
 
     @classmethod
-    def parse(cls, member: str | bytes) -> RankKey:
+    def parse(cls, member: str | bytes, ascending: bool = False) -> RankKey:
         text = member.decode() if isinstance(member, bytes) else member
-        inv, reached, user = text.split(":", 2)
-        return cls(score=MAX_SCORE - int(inv), reached_ms=int(reached), user_id=user)
+        head, reached, user = text.split(":", 2)
+        score = int(head) if ascending else MAX_SCORE - int(head)
+        return cls(score=score, reached_ms=int(reached), user_id=user, ascending=ascending)
 
 
-def sort_key(score: int, reached_ms: int, user_id: UUID | str) -> tuple[int, int, str]:
+def sort_key(
+    score: int, reached_ms: int, user_id: UUID | str, ascending: bool = False
+) -> tuple[int, int, str]:
     """Python sort key giving the board order (ascending = best first)."""
-    return (-score, reached_ms, str(user_id))
+    return (score if ascending else -score, reached_ms, str(user_id))
 
 
 GLOBAL_BOARD = DEFAULT_BOARD  # the older name, kept for the callers that use it
@@ -82,12 +94,16 @@ def decode_top(encoded: str | bytes | None) -> list[tuple[str, str]]:
 
 
 def ranked_entries(
-    pairs: Sequence[tuple[str | bytes, str | bytes | None]], start_rank: int = 1, step: int = 1
+    pairs: Sequence[tuple[str | bytes, str | bytes | None]],
+    start_rank: int = 1,
+    step: int = 1,
+    ascending: bool = False,
 ) -> list[RankedEntry]:
-    """(member, username) pairs in board order -> REST/WebSocket entries with ranks."""
+    """(member, username) pairs in board order -> REST/WebSocket entries with ranks (``ascending``:
+    the members of an ``order = "asc"`` board)."""
     out = []
     for i, (member, name) in enumerate(pairs):
-        key = RankKey.parse(member)
+        key = RankKey.parse(member, ascending)
         username = name.decode() if isinstance(name, bytes) else name
         out.append(
             RankedEntry(

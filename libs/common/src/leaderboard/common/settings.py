@@ -60,10 +60,17 @@ class CommonSettings(BaseSettings):
     jwt_leeway_s: int = Field(10, ge=0, le=120)
     # Longer bearer tokens get 401 before any decoding (ours are ~400 bytes; an IdP's rarely pass 2 KB).
     jwt_max_token_bytes: int = Field(8 * 1024, ge=256)
+    # Verified tokens kept (by their full text) until their expiry, so a client's next request skips
+    # the signature check; 0 turns the cache off. An entry lives at most `jwt_jwks_lifespan_s`, so
+    # a key retired from the key set stops verifying as promptly as without the cache.
+    jwt_cache_size: int = Field(10_000, ge=0)
     keys_dir: Path = Path(".leaderboard/keys")
 
     catalog_file: Path | None = Field(
         None, description="TOML action catalog; the packaged default when unset."
+    )
+    boards_file: Path | None = Field(
+        None, description="TOML board catalog (leaderboard.common.boards); the packaged default when unset."
     )
     board_top_n: int = Field(10, ge=1, le=100)
     log_level: str = "INFO"

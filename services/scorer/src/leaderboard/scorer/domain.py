@@ -1,8 +1,13 @@
-"""Scoring rules with no I/O: decoding a batch, in-batch dedupe, and what changed on the board.
+"""Scoring rules with no I/O: decoding a batch, in-batch dedupe, board rules, and what changed.
 
-The projection itself is arithmetic on a unique key (actionId): a row that inserts adds its
-points, a duplicate adds nothing, and the absolute score is what Redis receives. These helpers
-keep the batch in log order so that "the event that reached the score" is the same on replay.
+The projection is idempotent on a unique key (actionId): only an event whose action row inserts
+feeds the boards, a duplicate feeds nothing, and the absolute entry is what Redis receives. These
+helpers keep the batch in log order so that "the event that reached the score" is the same on replay.
+
+Boards (issue 10; the catalog and the window maths are ``leaderboard.common.boards``): an event feeds
+every board whose ``types`` include its type, in the period its ``acceptedAt`` falls in (the log's
+time, not the scorer's clock, so a replay or a redelivery puts it in the same period). The board's
+``rule`` combines it with the user's entry there (:func:`apply_rule`).
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
 
+from leaderboard.common.boards import BoardCatalog, Rule
 from leaderboard.common.events import ActionCompleted, decode_action, epoch_ms
 from leaderboard.common.ranking import RankKey
 
@@ -200,3 +207,78 @@ def velocity_verdicts(
 
 def _in_window(times: Sequence[int], t: int, cap: VelocityCap) -> int:
     return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - cap.window_ms)
+
+
+EntryKey = tuple[str, str, str]  # (board, period id, userId)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A user's entry on one board and period: the score, when the user reached it (the acceptedAt of
+    the event that set it), that event's actionId and metadata, and the row's version in Postgres."""
+
+    score: int
+    reached_ms: int
+    action_id: UUID | None
+    metadata: dict[str, Any] | None
+    version: int = 0
+
+
+def apply_rule(rule: Rule, ascending: bool, entry: Entry | None, event: ActionCompleted) -> Entry | None:
+    """The entry after ``event``, or None when the event leaves it as it was.
+
+    ``sum`` adds the points (the entry keeps the newest metadata sent: an event without metadata
+    leaves the last one); ``best`` keeps the best single event (the highest, or for an ``asc``
+    board the lowest; an equal score keeps the earlier event, which reached it first); ``latest``
+    takes every event's points. For ``best`` and ``latest`` the metadata is the one of the event
+    that set the score. The first event of a user on a board always makes the entry."""
+    at = epoch_ms(event.accepted_at)
+    version = entry.version if entry is not None else 0
+    if entry is None or rule == "latest":
+        return Entry(event.points, at, event.action_id, event.metadata, version)
+    if rule == "sum":
+        metadata = event.metadata if event.metadata is not None else entry.metadata
+        return Entry(entry.score + event.points, at, event.action_id, metadata, version)
+    better = event.points < entry.score if ascending else event.points > entry.score
+    return Entry(event.points, at, event.action_id, event.metadata, version) if better else None
+
+
+def entry_keys(catalog: BoardCatalog, event: ActionCompleted) -> list[EntryKey]:
+    """The (board, period, user) entries ``event`` feeds."""
+    user = str(event.user_id)
+    return [
+        (spec.id, period.id, user) for spec, period in catalog.fed_by(event.action_type, event.accepted_at)
+    ]
+
+
+def fold_entries(
+    catalog: BoardCatalog, events: Sequence[ActionCompleted], current: Mapping[EntryKey, Entry]
+) -> dict[EntryKey, Entry]:
+    """Apply newly accepted ``events`` (in log order) to the ``current`` entries; returns the entries
+    that changed, each with the version it had (the store bumps it when writing)."""
+    changed: dict[EntryKey, Entry] = {}
+    for event in events:
+        for key in entry_keys(catalog, event):
+            spec = catalog.boards[key[0]]
+            before = changed.get(key) or current.get(key)
+            after = apply_rule(spec.rule, spec.ascending, before, event)
+            if after is not None:
+                changed[key] = after
+    return changed
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """A user's committed entry on one board and period, as Redis receives it."""
+
+    board: str
+    period: str
+    user_id: str
+    username: str
+    score: int
+    reached_ms: int
+    version: int
+    ascending: bool = False
+
+    def member(self) -> str:
+        return RankKey(self.score, self.reached_ms, self.user_id, self.ascending).member()

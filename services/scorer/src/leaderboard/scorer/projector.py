@@ -2,6 +2,15 @@
 top-N changes. Used by the Faust agent, by ``leaderboard replay`` and by the benchmark baseline,
 so every path projects the log the same way.
 
+Boards (issue 10): every board of the catalog (``leaderboard.common.boards``) is projected in the same
+transaction; Redis holds one board per board and period (only the periods the board keeps), each
+with its own epoch, and each announces its own ``BoardChanged`` (with ``period``). Changes to a past
+period (a late event, a replay) are stored but not announced: live clients follow the current one.
+The scorer's clock (``clock``, shifted by ``LEADERBOARD_CLOCK_OFFSET_S`` in tests) decides only which
+period is current, for announcements, the rollover and Redis's expiry; which period an event feeds
+is decided by its ``acceptedAt``. :meth:`Projector.roll_over` opens a board's new period at its
+boundary (called by the worker's periodic task): a new epoch, announced with its empty top.
+
 Order per batch (each step durable before the next; offsets are committed by the caller after):
   1. decode; undecodable records go to the DLQ (awaited), each with an audit event;
   2. one Postgres transaction, idempotent by actionId, returning absolute scores. When Postgres
@@ -11,8 +20,9 @@ Order per batch (each step durable before the next; offsets are committed by the
      with the store's error and an audit event (``record_dead_lettered``). Every other record is
      applied, in log order, so caps and ties decide as they would have. Any other failure is
      raised for the caller to retry;
-  3. Redis: set those absolute scores and compare the top N in one script;
-  4. if the top changed: BoardChanged to leaderboard.changes.v1 (awaited), version recorded in Postgres;
+  3. Redis: set those absolute scores and compare the top N in one script, per board and period;
+  4. for each top that changed: BoardChanged to leaderboard.changes.v1 (awaited), version recorded in
+     Postgres;
   5. a pub/sub notice of the new scores for ``?wait=true`` callers;
   6. audit events for newly quarantined actions (velocity caps), marked as sent in Postgres.
 A crash anywhere repeats the batch on redelivery, which is harmless: step 2 inserts nothing
@@ -31,12 +41,23 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 
+from leaderboard.common.boardkeys import ALL_PERIOD, BoardKeys
+from leaderboard.common.boards import (
+    ALL_TIME,
+    BoardCatalog,
+    BoardSpec,
+    Clock,
+    Period,
+    UnknownPeriod,
+    system_clock,
+)
 from leaderboard.common.catalog import Catalog
 from leaderboard.common.events import BoardChanged, DeadLetter, SecurityEvent, iso_ms, now_ms
 from leaderboard.common.ranking import changed_entries, ranked_entries
@@ -67,17 +88,32 @@ class BatchResult:
     quarantined: int = 0
 
 
+PeriodKey = tuple[str, str]  # (board, period id)
+
+
 class Projector:
     def __init__(
-        self, settings: ScorerSettings, pool: asyncpg.Pool, redis: Redis, producer: AIOKafkaProducer
+        self,
+        settings: ScorerSettings,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        producer: AIOKafkaProducer,
+        *,
+        catalog: BoardCatalog | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.pool, self.redis, self.producer = pool, redis, producer
         self.topics = Topics(settings.topic_prefix)
-        self.board = RedisBoard(redis, settings.redis_prefix, settings.board, settings.board_top_n)
+        self.catalog = catalog or BoardCatalog.load(settings.boards_file)
+        self.clock = clock or system_clock(settings.clock_offset_s)
+        # Redis expires keys by its own (wall) clock: expiry times are moved by the clock's shift.
+        self._shift_s = (self.clock() - datetime.now(UTC)).total_seconds()
         self.caps = cap_policy(settings)
         self._batches = 0
-        self._pending: TopChange | None = None
+        self._boards: dict[PeriodKey, RedisBoard] = {}
+        self._pending: dict[PeriodKey, TopChange] = {}
+        self._opened: dict[str, str] = {}  # board -> the period roll_over opened last
 
     def fault(self, point: FaultPoint) -> None:
         """Test hook: die hard at ``point`` once (the marker file remembers that it happened)."""
@@ -90,41 +126,127 @@ class Projector:
         log.warning("fault injection: exiting at %s", point)
         os._exit(70)
 
+    def redis_board(self, spec: BoardSpec, period: Period) -> RedisBoard:
+        key = (spec.id, period.id)
+        if key not in self._boards:
+            expires = spec.expires_at(period)
+            self._boards[key] = RedisBoard(
+                self.redis,
+                self.settings.redis_prefix,
+                spec.id,
+                self.settings.board_top_n,
+                period.id,
+                int(expires.timestamp() - self._shift_s) if expires else 0,
+            )
+        return self._boards[key]
+
+    def _announced(self, spec: BoardSpec, period: Period) -> bool:
+        return not spec.past(period, self.clock())
+
+    async def live_periods(self) -> list[tuple[BoardSpec, Period]]:
+        """Every period Redis should hold now: each board's current one and every period Postgres
+        knows that its board still keeps."""
+        now = self.clock()
+        found: dict[PeriodKey, tuple[BoardSpec, Period]] = {}
+        for spec in self.catalog:
+            current = spec.current(now)
+            if current is not None:
+                found[(spec.id, current.id)] = (spec, current)
+        async with self.pool.acquire() as conn:
+            known = await projection.known_periods(conn)
+        for board, period_id in known:
+            listed = self.catalog.get(board)
+            if listed is None:
+                continue  # a board taken out of the catalog: its rows stay, nothing serves them
+            try:
+                period = listed.period(period_id)
+            except UnknownPeriod:
+                continue
+            if listed.kept(period, now):
+                found[(board, period_id)] = (listed, period)
+        return list(found.values())
+
     async def ensure_board(self) -> None:
-        """Start-up check: rebuild Redis from Postgres when the board is missing (flushed or new)."""
-        if not await self.board.has_epoch():
-            await self.rebuild()
+        """Start-up check: rebuild from Postgres every board period Redis should hold but lost (flushed
+        or new)."""
+        for spec, period in await self.live_periods():
+            if not await self.redis_board(spec, period).has_epoch():
+                await self.rebuild(spec.id, period)
 
     async def announce_unsent(self) -> TopChange | None:
         """Start-up check: a crash between the Redis write and the BoardChanged send leaves Redis's
         version ahead of the one recorded in Postgres; announce that top now (every entry marked as
-        changed, since the previous top is not known any more)."""
-        current = await self.board.published()
+        changed, since the previous top is not known any more). Returns the last one announced."""
+        last = None
+        for spec, period in await self.live_periods():
+            if self._announced(spec, period):
+                last = await self._announce_unsent(spec, period) or last
+        return last
+
+    async def _announce_unsent(self, spec: BoardSpec, period: Period) -> TopChange | None:
+        current = await self.redis_board(spec, period).published()
         if current is None:
             return None
         async with self.pool.acquire() as conn:
-            _, sent = await projection.board_state(conn, self.settings.board)
+            _, sent = await projection.board_state(conn, spec.id, period.id)
         if current.version <= sent:
             return None
-        log.warning("announcing board version %d that a crash kept from going out", current.version)
-        await self._announce(current)
+        log.warning(
+            "announcing version %d of %s/%s that a crash kept from going out",
+            current.version,
+            spec.id,
+            period.id,
+        )
+        await self._announce((spec.id, period.id), current)
         return current
 
-    async def rebuild(self) -> TopChange | None:
-        async with self.redis.lock(self.board.keys.rebuild_lock, timeout=120, blocking_timeout=120):
-            if await self.board.has_epoch():
+    async def roll_over(self) -> list[PeriodKey]:
+        """Open each windowed board's current period if this scorer has not yet: a new epoch, announced
+        with its (empty) top, and the board's ``current-period`` key. Idempotent and safe on several
+        replicas: the opening runs under the period's rebuild lock and only when Redis has no epoch for
+        it, so one replica builds and announces it; the others find it open."""
+        now = self.clock()
+        opened = []
+        for spec in self.catalog:
+            period = spec.current(now) if spec.window != "all" else None
+            if period is None or self._opened.get(spec.id) == period.id:
+                continue
+            if not await self.redis_board(spec, period).has_epoch():
+                await self.rebuild(spec.id, period)
+            await self._announce_unsent(spec, period)
+            await self.redis.set(BoardKeys(self.settings.redis_prefix, spec.id).current_period, period.id)
+            self._opened[spec.id] = period.id
+            opened.append((spec.id, period.id))
+            log.info("board %s: period %s is open", spec.id, period.id)
+        return opened
+
+    async def rebuild_all(self) -> dict[PeriodKey, TopChange | None]:
+        """Rebuild every period Redis should hold (its keys must have been cleared first)."""
+        return {
+            (spec.id, period.id): await self.rebuild(spec.id, period)
+            for spec, period in await self.live_periods()
+        }
+
+    async def rebuild(self, board: str | None = None, period: Period | None = None) -> TopChange | None:
+        """Build one board period in Redis from Postgres under a new epoch, unless Redis has it (the
+        default: the scorer's board, ``global``, in its current period)."""
+        spec = self.catalog.boards[board or self.settings.board]
+        period = period or spec.current(self.clock()) or ALL_TIME
+        rb = self.redis_board(spec, period)
+        async with self.redis.lock(rb.keys.rebuild_lock, timeout=120, blocking_timeout=120):
+            if await rb.has_epoch():
                 return None
             epoch = uuid.uuid4().hex[:12]
             async with self.pool.acquire() as conn:
-                version = await projection.new_epoch(conn, self.settings.board, epoch)
-                rows = await projection.all_scores(conn)
-            await self.board.rebuild(rows, epoch, version)
+                version = await projection.new_epoch(conn, spec.id, epoch, period)
+                rows = await projection.board_entries(conn, spec.id, period.id, spec.ascending)
+            await rb.rebuild(rows, epoch, version)
             log.info(
-                "rebuilt board %s from Postgres: %d users, epoch %s", self.settings.board, len(rows), epoch
+                "rebuilt board %s/%s from Postgres: %d users, epoch %s", spec.id, period.id, len(rows), epoch
             )
-        change = await self.board.apply([])
-        if change is not None:
-            await self._announce(change)
+        change = await rb.apply([])
+        if change is not None and self._announced(spec, period):
+            await self._announce((spec.id, period.id), change)
         return change
 
     async def process(self, records: Sequence[domain.Record]) -> BatchResult:
@@ -142,13 +264,9 @@ class Projector:
                 gone = {r.record for r in refused}
                 unique = [d for d in unique if d.record not in gone]
             self.fault("after_postgres")
-            change = await self._apply_redis(applied.rows)
+            changes = await self._apply_redis(applied.entries)
             self.fault("after_redis")
-            # Kept until sent, so that a retried batch still announces what its first attempt changed.
-            self._pending = domain.merge_changes(self._pending, change)
-            if self._pending is not None:
-                await self._announce(self._pending)
-                change, self._pending = self._pending, None
+            change = await self._announce_pending(changes)
             if applied.rows:
                 await self._notify_applied(unique, applied.rows)
             if applied.quarantined:
@@ -198,11 +316,11 @@ class Projector:
         for attempt in range(5):
             try:
                 async with self.pool.acquire() as conn:
-                    return await projection.apply_batch(conn, unique, self.caps)
+                    return await projection.apply_batch(conn, unique, self.caps, self.catalog)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 await asyncio.sleep(0.05 * (attempt + 1))
         async with self.pool.acquire() as conn:
-            return await projection.apply_batch(conn, unique, self.caps)
+            return await projection.apply_batch(conn, unique, self.caps, self.catalog)
 
     async def _apply_isolating(
         self, items: list[domain.Decoded]
@@ -227,30 +345,66 @@ class Projector:
         then, refused_then = await self._apply_isolating(items[mid:])
         return first.then(then), refused_first + refused_then
 
-    async def _apply_redis(self, rows: list[domain.ScoreRow]) -> TopChange | None:
-        try:
-            return await self.board.apply(rows)
-        except NoEpoch:
-            log.warning("board missing from Redis; rebuilding from Postgres")
-            await self.rebuild()  # includes this batch: Postgres already committed it
-            return await self.board.apply(rows)
+    async def _apply_redis(self, entries: list[domain.EntryRow]) -> dict[PeriodKey, TopChange]:
+        """Each board period's absolute entries into its Redis board; the tops that changed. Periods
+        the board no longer keeps stay in Postgres only."""
+        groups: dict[PeriodKey, list[domain.EntryRow]] = {}
+        for e in entries:
+            groups.setdefault((e.board, e.period), []).append(e)
+        now = self.clock()
+        changes: dict[PeriodKey, TopChange] = {}
+        for (board, period_id), rows in groups.items():
+            spec = self.catalog.boards[board]
+            period = spec.period(period_id)
+            if not spec.kept(period, now):
+                continue
+            rb = self.redis_board(spec, period)
+            try:
+                change = await rb.apply(rows)
+            except NoEpoch:
+                log.warning("board %s/%s missing from Redis; building it from Postgres", board, period_id)
+                await self.rebuild(board, period)  # includes this batch: Postgres already committed it
+                change = await rb.apply(rows)
+            if change is not None:
+                changes[(board, period_id)] = change
+        return changes
 
-    async def _announce(self, change: TopChange) -> None:
-        old, new = ranked_entries(change.old), ranked_entries(change.new)
+    async def _announce_pending(self, changes: dict[PeriodKey, TopChange]) -> TopChange | None:
+        """Announce each changed top of a current period. A change is kept until sent, so that a
+        retried batch still announces what its first attempt changed. Returns the scorer board's."""
+        for key, change in changes.items():
+            merged = domain.merge_changes(self._pending.get(key), change)
+            if merged is not None:
+                self._pending[key] = merged
+        main = None
+        for key in list(self._pending):
+            spec = self.catalog.boards[key[0]]
+            if self._announced(spec, spec.period(key[1])):
+                await self._announce(key, self._pending[key])
+            if key == (self.settings.board, ALL_PERIOD):
+                main = self._pending[key]
+            del self._pending[key]
+        return main
+
+    async def _announce(self, key: PeriodKey, change: TopChange) -> None:
+        board, period = key
+        ascending = self.catalog.boards[board].ascending
+        old = ranked_entries(change.old, ascending=ascending)
+        new = ranked_entries(change.new, ascending=ascending)
         event = BoardChanged(
-            board=self.settings.board,
+            board=board,
+            period=period,
             epoch=change.epoch,
             version=change.version,
             top=new,
             changed=changed_entries(old, new),
             at=now_ms(),
         )
-        await self.producer.send_and_wait(
-            self.topics.changes, event.to_bytes(), key=self.settings.board.encode()
-        )
+        await self.producer.send_and_wait(self.topics.changes, event.to_bytes(), key=board.encode())
         async with self.pool.acquire() as conn:
-            await projection.record_version(conn, self.settings.board, change.version)
-        BOARD_VERSION.set(change.version)
+            await projection.record_version(conn, board, change.version, period)
+        if key == (self.settings.board, ALL_PERIOD):
+            BOARD_VERSION.set(change.version)
 
     async def _dead_letter(self, bad: list[domain.Rejected]) -> None:
         """Each record to the DLQ with its raw bytes and error, and an audit event naming it."""

@@ -23,7 +23,16 @@ class ScorerSettings(CommonSettings):
     commit_interval_s: float = 1.0
     # Faust's local state (LEADERBOARD_SCORER_DATADIR); the scorer keeps no tables in it.
     scorer_datadir: Path = Path(".leaderboard/scorer-data")
+    # The board whose version the scorer_board_version gauge shows and that ``Projector.rebuild()``
+    # builds by default; every board of the catalog (LEADERBOARD_BOARDS_FILE) is projected.
     board: str = DEFAULT_BOARD
+    # How often the worker checks whether a windowed board's period has rolled over (a cheap clock
+    # comparison; Redis and Kafka are touched only when a period changes).
+    rollover_check_s: float = Field(1.0, gt=0, le=60)
+    # Test hook: the scorer's clock runs this many seconds ahead of (or, negative, behind) the system
+    # clock. It decides which period is current (rollover, announcements, Redis expiry); never which
+    # period an event feeds (that is its acceptedAt). Leave it at 0 outside tests.
+    clock_offset_s: float = 0.0
     # Anti-abuse: per user and action type, at most N applied events within W seconds of acceptedAt
     # (the log's time, so a replay quarantines the same events). JSON in the environment, e.g.
     # LEADERBOARD_VELOCITY_CAPS='{"quest": [20, 60]}'. Types not listed are uncapped.

@@ -1,10 +1,13 @@
 """Rebuild the projections from the log, and Redis from Postgres.
 
-``replay``: stop the scorers first. It empties the Postgres projection and the Redis board, then
-reads ``leaderboard.actions.v1`` from the beginning of every partition up to the offsets that were
-the end when it started, through the same :class:`Projector` the scorer uses, so the result equals
-what the scorer would have built (same dedupe, same tie-break times).
-``rebuild_cache``: Redis only, from Postgres (for a flushed or lost Redis).
+``replay``: stop the scorers first. It empties the Postgres projection (actions, users and every
+board's entries) and every board's Redis keys, then reads ``leaderboard.actions.v1`` from the beginning
+of every partition up to the offsets that were the end when it started, through the same
+:class:`Projector` the scorer uses (opened by the scorer's ``bootstrap``), so the result equals what
+the scorer would have built: same dedupe, same tie-break times, every board of the catalog in every
+period (periods come from each event's acceptedAt). A board added to the catalog is filled this way.
+``rebuild_cache``: Redis only, from Postgres (for a flushed or lost Redis): every board period the
+boards keep.
 """
 
 from __future__ import annotations
@@ -12,33 +15,32 @@ from __future__ import annotations
 import logging
 
 from aiokafka import TopicPartition
+from redis.asyncio import Redis
 
-from leaderboard.common.kafka import ensure_topics, new_consumer, producer
-from leaderboard.common.postgres import postgres_pool
-from leaderboard.common.ranking import BoardKeys
-from leaderboard.common.redis import redis_client
+from leaderboard.common.kafka import ensure_topics, new_consumer
 from leaderboard.common.topics import Topics
-from leaderboard.scorer.adapters.migrate import migrate
+from leaderboard.scorer.bootstrap import bootstrap
 from leaderboard.scorer.domain import Record
-from leaderboard.scorer.projector import Projector
 from leaderboard.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
 
-async def _clear_board(settings: ScorerSettings, redis: object) -> None:
-    k = BoardKeys(settings.redis_prefix, settings.board)
-    await redis.delete(k.rank, k.members, k.names, k.meta, f"{k.prefix}:board:{k.board}:ver")  # type: ignore[attr-defined]
+async def _clear_boards(settings: ScorerSettings, redis: Redis) -> int:
+    """Delete every key of every board and period (``{prefix}:board:*``, see ``boardkeys``)."""
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}:board:*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await redis.delete(*keys[i : i + 1000])
+    return len(keys)
 
 
 async def rebuild_cache(settings: ScorerSettings) -> int:
     await ensure_topics(settings)
-    async with postgres_pool(settings) as pool, redis_client(settings) as redis, producer(settings) as kafka:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        await _clear_board(settings, redis)
-        projector = Projector(settings, pool, redis, kafka)
-        change = await projector.rebuild()
+    async with bootstrap(settings) as ports:
+        await _clear_boards(settings, ports.redis)
+        changes = await ports.projector.rebuild_all()
+        await ports.projector.roll_over()
+        change = changes.get((settings.board, "all"))
         return change.version if change else 0
 
 
@@ -46,13 +48,12 @@ async def replay(settings: ScorerSettings, batch_size: int = 5000) -> dict[str, 
     topic = Topics(settings.topic_prefix).actions
     totals = {"records": 0, "applied": 0, "duplicates": 0, "dead_lettered": 0}
     await ensure_topics(settings)
-    async with postgres_pool(settings) as pool, redis_client(settings) as redis, producer(settings) as kafka:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-            await conn.execute("TRUNCATE actions, users")
-        await _clear_board(settings, redis)
-        projector = Projector(settings, pool, redis, kafka)
-        await projector.rebuild()
+    async with bootstrap(settings) as ports:
+        async with ports.pool.acquire() as conn:
+            await conn.execute("TRUNCATE actions, users, board_entries")
+        await _clear_boards(settings, ports.redis)
+        projector = ports.projector
+        await projector.rebuild_all()
         consumer = new_consumer(settings, group_id=None)
         await consumer.start()
         try:
@@ -90,4 +91,6 @@ async def replay(settings: ScorerSettings, batch_size: int = 5000) -> dict[str, 
                     totals["dead_lettered"] += result.dead_lettered
         finally:
             await consumer.stop()
+        await projector.ensure_board()  # current periods no replayed event fed: open and empty
+        await projector.roll_over()
     return totals

@@ -1,4 +1,5 @@
-"""The Redis board: absolute scores in, top-N change detection out, rebuild from Postgres.
+"""The Redis board of one board and period: absolute scores in, top-N change detection out, rebuild
+from Postgres.
 
 Layout (``leaderboard.common.boardkeys``, which also gives the script the rank member's layout): a
 zero-score sorted set of exact rank keys, a hash
@@ -7,6 +8,9 @@ userId -> current key, a hash of names, a hash of applied versions and a meta ha
 top N, so the version it hands out always matches the top it returns, however many scorer
 replicas write at once. A user's entry only moves to a newer Postgres version, so a late write
 from a replica that lost its partition cannot roll a score back.
+
+A past period's keys carry an expiry (``expire_at``: when the period leaves the board's ``keep``),
+set again by every write and rebuild, since a key that a write creates again has none.
 """
 
 from __future__ import annotations
@@ -17,17 +21,18 @@ from string import Template
 
 from redis.asyncio import Redis
 
-from leaderboard.common.boardkeys import LUA, BoardKeys
+from leaderboard.common.boardkeys import ALL_PERIOD, LUA, BoardKeys
 from leaderboard.common.ranking import decode_top
-from leaderboard.scorer.domain import ScoreRow, TopChange
+from leaderboard.scorer.domain import EntryRow, ScoreRow, TopChange
 
 APPLY = Template("""
 local meta = KEYS[4]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then return {'NOEPOCH'} end
 local topn = tonumber(ARGV[1])
+local expire_at = tonumber(ARGV[2])
 local touched = 0
-for i = 2, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local uid, ver, member, name = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local cur = tonumber(redis.call('HGET', KEYS[5], uid) or '-1')
   if ver > cur then
@@ -41,6 +46,9 @@ for i = 2, #ARGV, 4 do
   end
 end
 if touched > 0 then redis.call('HINCRBY', meta, 'rev', 1) end
+if expire_at > 0 then
+  for k = 1, 5 do redis.call('EXPIREAT', KEYS[k], expire_at) end
+end
 local members = redis.call('ZRANGE', KEYS[1], 0, topn - 1)
 local top = {}
 for i, m in ipairs(members) do
@@ -66,18 +74,27 @@ class NoEpoch(Exception):
 
 
 class RedisBoard:
-    def __init__(self, redis: Redis, prefix: str, board: str, top_n: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        board: str,
+        top_n: int,
+        period: str = ALL_PERIOD,
+        expire_at: int = 0,  # epoch seconds when the period's keys go (0: never)
+    ) -> None:
         self.redis = redis
-        self.keys = BoardKeys(prefix, board)
+        self.keys = BoardKeys.of(prefix, board, period)
         self.top_n = top_n
+        self.expire_at = expire_at
         self._apply = redis.register_script(APPLY)
 
     def _keys(self) -> list[str]:
         k = self.keys  # KEYS[1..5] of the script
         return [k.rank, k.members, k.names, k.meta, k.versions]
 
-    async def apply(self, rows: Sequence[ScoreRow]) -> TopChange | None:
-        args: list[str | int] = [self.top_n]
+    async def apply(self, rows: Sequence[ScoreRow | EntryRow]) -> TopChange | None:
+        args: list[str | int] = [self.top_n, self.expire_at]
         for r in rows:
             args += [r.user_id, r.version, r.member(), r.username]
         result = await self._apply(keys=self._keys(), args=args)
@@ -99,7 +116,7 @@ class RedisBoard:
     async def has_epoch(self) -> bool:
         return bool(await self.redis.hexists(self.keys.meta, "epoch"))
 
-    async def rebuild(self, rows: Sequence[ScoreRow], epoch: str, version: int) -> None:
+    async def rebuild(self, rows: Sequence[ScoreRow | EntryRow], epoch: str, version: int) -> None:
         """Replace the board with ``rows`` atomically (build aside, then RENAME into place)."""
         tmp = self.keys.rebuild_keys(uuid.uuid4().hex[:8])
         chunk = 5000
@@ -125,4 +142,7 @@ class RedisBoard:
         pipe.delete(self.keys.meta)
         # No "top" yet: the next apply computes it and announces the new epoch.
         pipe.hset(self.keys.meta, mapping={"epoch": epoch, "version": version, "rev": 0})
+        if self.expire_at:
+            for key in self.keys.data:
+                pipe.expireat(key, self.expire_at)
         await pipe.execute()

@@ -13,25 +13,38 @@ With velocity caps configured, the same transaction first reads the recent actio
 (user, type) pairs, lets :func:`domain.velocity_verdicts` decide, and records the events over a cap
 in ``quarantine``. An actionId in ``quarantine`` never inserts into ``actions`` (the main statement
 skips it), so a redelivered quarantined event stays quarantined.
+
+Boards (issue 10): the same transaction then reads the entries (``board_entries``, one row per board,
+period and user) that the batch feeds, locked, lets the domain's rules fold the events whose action row
+inserted into them (:func:`domain.fold_entries`), and upserts the entries that changed. ``users`` stays
+as it was (the registry of names and seed 000's all-time sum, computed in SQL as before).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from leaderboard.common.events import epoch_ms
+from leaderboard.common.boardkeys import ALL_PERIOD
+from leaderboard.common.boards import ALL_TIME, BoardCatalog, Period
+from leaderboard.common.events import epoch_ms, from_epoch_ms
 from leaderboard.scorer.domain import (
     CapPolicy,
     Decoded,
+    Entry,
+    EntryKey,
+    EntryRow,
     Quarantined,
     ScoreRow,
     VelocityCap,
+    entry_keys,
+    fold_entries,
     velocity_verdicts,
 )
 
@@ -99,8 +112,30 @@ WITH input AS (
     FROM users u
     WHERE u.user_id IN (SELECT user_id FROM input) AND u.user_id NOT IN (SELECT user_id FROM upserted)
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted, t.*
-FROM touched t
+SELECT t.user_id, t.username, t.score, t.reached_at, t.version, NULL::uuid AS action_id FROM touched t
+UNION ALL  -- the actions that inserted: only they feed the boards
+SELECT NULL, NULL, NULL, NULL, NULL, action_id FROM inserted
+"""
+
+# The current entries of the (board, period, user) keys a batch feeds, locked until the commit.
+ENTRIES = """
+SELECT e.board, e.period, e.user_id, e.score, e.reached_at, e.action_id, e.metadata, e.version
+FROM board_entries e
+JOIN unnest($1::text[], $2::text[], $3::uuid[]) AS k(board, period, user_id) USING (board, period, user_id)
+ORDER BY e.board, e.period, e.user_id
+FOR UPDATE OF e
+"""
+
+UPSERT_ENTRIES = """
+INSERT INTO board_entries AS e (board, period, user_id, score, rank_key, reached_at, action_id, metadata)
+SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::bigint[], $6::timestamptz[],
+                     $7::uuid[], $8::jsonb[])
+ORDER BY 1, 2, 3
+ON CONFLICT (board, period, user_id) DO UPDATE
+    SET score = EXCLUDED.score, rank_key = EXCLUDED.rank_key, reached_at = EXCLUDED.reached_at,
+        action_id = EXCLUDED.action_id, metadata = EXCLUDED.metadata, updated_at = now(),
+        version = e.version + 1
+RETURNING board, period, user_id, version
 """
 
 
@@ -129,16 +164,25 @@ RETURNING action_id
 
 @dataclass(frozen=True)
 class Applied:
-    rows: list[ScoreRow]
+    rows: list[ScoreRow]  # the users' all-time sums (``users``): ``?wait=true``'s newScore
     inserted: int
     quarantined: list[Quarantined] = field(default_factory=list)
+    entries: list[EntryRow] = field(default_factory=list)  # every board entry the batch fed
 
     def then(self, later: Applied) -> Applied:
         """Two transactions applied in this order: a user's state is the later one's."""
         rows = {r.user_id: r for r in self.rows} | {r.user_id: r for r in later.rows}
+        entries = {_key(e): e for e in self.entries} | {_key(e): e for e in later.entries}
         return Applied(
-            list(rows.values()), self.inserted + later.inserted, self.quarantined + later.quarantined
+            list(rows.values()),
+            self.inserted + later.inserted,
+            self.quarantined + later.quarantined,
+            list(entries.values()),
         )
+
+
+def _key(e: EntryRow) -> EntryKey:
+    return (e.board, e.period, e.user_id)
 
 
 async def _quarantine(
@@ -181,7 +225,10 @@ async def apply_batch(
     conn: asyncpg.Connection,
     items: Sequence[Decoded],
     caps: Mapping[str, VelocityCap] | CapPolicy | None = None,
+    catalog: BoardCatalog | None = None,
 ) -> Applied:
+    """One transaction: quarantine, the action rows (idempotent by actionId), the users' sums, and
+    every board entry the newly inserted events feed (``catalog``, the packaged one by default)."""
     if not items:
         return Applied([], 0)
     policy = caps if isinstance(caps, CapPolicy) or caps is None else CapPolicy(caps, {})
@@ -191,12 +238,69 @@ async def apply_batch(
             held = {q.item.event.action_id for q in quarantined}
             items = [d for d in items if d.event.action_id not in held]
         rows, inserted = await _apply(conn, items)
-    return Applied(rows, inserted, quarantined)
+        entries = await _apply_boards(conn, items, inserted, rows, catalog or BoardCatalog.load())
+    return Applied(rows, len(inserted), quarantined, entries)
 
 
-async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[list[ScoreRow], int]:
+async def _apply_boards(
+    conn: asyncpg.Connection,
+    items: Sequence[Decoded],
+    inserted: set[UUID],
+    users: Sequence[ScoreRow],
+    catalog: BoardCatalog,
+) -> list[EntryRow]:
+    """Feed the boards with the events whose action row inserted (in log order), and return the
+    committed entry of every key the batch touches: duplicates included, so that a batch redelivered
+    after a crash between the commit and the Redis write still brings Redis up to date."""
+    keys = sorted({k for d in items for k in entry_keys(catalog, d.event)})
+    if not keys:
+        return []
+    current: dict[EntryKey, Entry] = {}
+    cols = ([k[0] for k in keys], [k[1] for k in keys], [UUID(k[2]) for k in keys])
+    for r in await conn.fetch(ENTRIES, *cols):
+        metadata = json.loads(r["metadata"]) if r["metadata"] is not None else None
+        key = (r["board"], r["period"], str(r["user_id"]))
+        current[key] = Entry(
+            int(r["score"]), epoch_ms(r["reached_at"]), r["action_id"], metadata, int(r["version"])
+        )
+    new = [d.event for d in items if d.event.action_id in inserted]
+    changed = fold_entries(catalog, new, current)
+    if changed:
+        ordered = sorted(changed.items(), key=lambda kv: kv[0])
+        upserted = await conn.fetch(UPSERT_ENTRIES, *_entry_columns(catalog, ordered))
+        for r in upserted:
+            key = (r["board"], r["period"], str(r["user_id"]))
+            current[key] = replace(changed[key], version=int(r["version"]))
+    names = {u.user_id: u.username for u in users}
+    return [
+        EntryRow(b, p, u, names.get(u, u[:8]), e.score, e.reached_ms, e.version, catalog.boards[b].ascending)
+        for (b, p, u), e in sorted(current.items(), key=lambda kv: kv[0])
+    ]
+
+
+def _entry_columns(catalog: BoardCatalog, entries: Sequence[tuple[EntryKey, Entry]]) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(8)]
+    for (board, period, user), e in entries:
+        rank_key = e.score if catalog.boards[board].ascending else -e.score
+        metadata = json.dumps(e.metadata, separators=(",", ":")) if e.metadata is not None else None
+        values = (
+            board,
+            period,
+            UUID(user),
+            e.score,
+            rank_key,
+            from_epoch_ms(e.reached_ms),
+            e.action_id,
+            metadata,
+        )
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    return cols
+
+
+async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[list[ScoreRow], set[UUID]]:
     if not items:
-        return [], 0
+        return [], set()
     cols: list[list[object]] = [[] for _ in range(12)]
     for ord_, d in enumerate(items):
         e, r = d.event, d.record
@@ -225,32 +329,79 @@ async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[li
             str(r["user_id"]), r["username"], int(r["score"]), epoch_ms(r["reached_at"]), int(r["version"])
         )
         for r in result
+        if r["action_id"] is None
     ]
-    return rows, int(result[0]["inserted"]) if result else 0
+    return rows, {r["action_id"] for r in result if r["action_id"] is not None}
 
 
-async def board_state(conn: asyncpg.Connection, board: str) -> tuple[str | None, int]:
-    row = await conn.fetchrow("SELECT epoch, version FROM boards WHERE board = $1", board)
+async def board_state(
+    conn: asyncpg.Connection, board: str, period: str = ALL_PERIOD
+) -> tuple[str | None, int]:
+    row = await conn.fetchrow(
+        "SELECT epoch, version FROM boards WHERE board = $1 AND period = $2", board, period
+    )
     return (row["epoch"], int(row["version"])) if row else (None, 0)
 
 
-async def new_epoch(conn: asyncpg.Connection, board: str, epoch: str) -> int:
-    """Start a new epoch for the board; returns the version to continue from."""
+async def new_epoch(conn: asyncpg.Connection, board: str, epoch: str, period: Period | None = None) -> int:
+    """Start a new epoch for the board's period (opening the period if it is new: one row per board
+    and period, an upsert, so opening is idempotent); returns the version to continue from."""
+    period = period or ALL_TIME
     version = await conn.fetchval(
-        "INSERT INTO boards (board, epoch) VALUES ($1, $2) ON CONFLICT (board) DO UPDATE SET epoch = $2, "
-        "updated_at = now() RETURNING version",
+        "INSERT INTO boards (board, period, epoch, starts_at, resets_at) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (board, period) DO UPDATE SET epoch = $3, updated_at = now() RETURNING version",
         board,
+        period.id,
         epoch,
+        period.start,
+        period.end,
     )
     return int(version)
 
 
-async def record_version(conn: asyncpg.Connection, board: str, version: int) -> None:
+async def record_version(
+    conn: asyncpg.Connection, board: str, version: int, period: str = ALL_PERIOD
+) -> None:
     await conn.execute(
-        "UPDATE boards SET version = GREATEST(version, $2), updated_at = now() WHERE board = $1",
+        "UPDATE boards SET version = GREATEST(version, $3), updated_at = now() "
+        "WHERE board = $1 AND period = $2",
         board,
+        period,
         version,
     )
+
+
+async def known_periods(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """Every (board, period) that has entries or was opened."""
+    rows = await conn.fetch(
+        "SELECT board, period FROM boards UNION SELECT DISTINCT board, period FROM board_entries"
+    )
+    return sorted((r["board"], r["period"]) for r in rows)
+
+
+async def board_entries(
+    conn: asyncpg.Connection, board: str, period: str, ascending: bool = False
+) -> list[EntryRow]:
+    """Every entry of one board and period (names from ``users``), for a rebuild of Redis."""
+    rows = await conn.fetch(
+        "SELECT e.user_id, u.username, e.score, e.reached_at, e.version FROM board_entries e "
+        "LEFT JOIN users u USING (user_id) WHERE e.board = $1 AND e.period = $2",
+        board,
+        period,
+    )
+    return [
+        EntryRow(
+            board,
+            period,
+            str(r["user_id"]),
+            r["username"] or str(r["user_id"])[:8],
+            int(r["score"]),
+            epoch_ms(r["reached_at"]),
+            int(r["version"]),
+            ascending,
+        )
+        for r in rows
+    ]
 
 
 async def all_scores(conn: asyncpg.Connection) -> list[ScoreRow]:

@@ -13,8 +13,10 @@ A record that Postgres refuses because of its own data does not fail the batch: 
 isolates it to the DLQ, so one bad record cannot stop scoring.
 
 Start-up (:class:`Stores`, a ``mode.Service`` started with the app): ``bootstrap`` opens the stores,
-then the board is rebuilt if Redis lost it, a version a crash kept from going out is announced, and
-pending quarantine audit events are sent; only then does the agent take batches and /readyz say ok.
+then the boards are rebuilt if Redis lost them, a version a crash kept from going out is announced,
+each windowed board's current period is opened, and pending quarantine audit events are sent; only
+then does the agent take batches and /readyz say ok. While the worker runs, :func:`roll_over_forever`
+opens each windowed board's new period at its boundary (no restart, no event needed).
 The web routes are ``entrypoints.web``.
 """
 
@@ -97,19 +99,42 @@ class Stores(mode.Service):
         self._stack = contextlib.AsyncExitStack()
         ports = await self._stack.enter_async_context(bootstrap(self.runtime.settings))
         await start_up(ports.projector)
-        self.runtime.mark_ready(ports)
         settings = self.runtime.settings
+        self._rollover = asyncio.create_task(
+            roll_over_forever(ports.projector, settings.rollover_check_s), name="board-rollover"
+        )
+        self.runtime.mark_ready(ports)
         log.info("scorer ready: group %s, batches of up to %d", settings.scorer_group, settings.batch_size)
 
     async def on_stop(self) -> None:
-        await self._stack.aclose()
+        rollover = getattr(self, "_rollover", None)  # absent when start-up failed
+        if rollover is not None:
+            rollover.cancel()
+            await asyncio.gather(rollover, return_exceptions=True)
+        stack = getattr(self, "_stack", None)
+        if stack is not None:
+            await stack.aclose()
 
 
 async def start_up(projector: Projector) -> None:
     """What a crash or a flushed Redis may have left undone, before the first batch."""
     await projector.ensure_board()
     await projector.announce_unsent()
+    await projector.roll_over()  # each windowed board's current period, open and announced
     await projector.audit_quarantine()  # audit events a crash kept from going out
+
+
+async def roll_over_forever(projector: Projector, every_s: float) -> None:
+    """Open each windowed board's new period as soon as the scorer's clock passes its boundary. A
+    failure (a store away for a moment) is logged and tried again at the next tick."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await projector.roll_over()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("opening a new board period failed; trying again", exc_info=True)
 
 
 async def consume(app: ScorerApp, stream: Any) -> None:
