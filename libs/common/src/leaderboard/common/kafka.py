@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from leaderboard.common.settings import CommonSettings
 from leaderboard.common.topics import Topics
@@ -58,8 +60,24 @@ async def ensure_topics(settings: CommonSettings, *, attempts: int = 30) -> None
                 await admin.close()
 
 
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def keyed_partitioner(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    """aiokafka's default partitioner (Java's murmur2 of the key, so every client puts a key on the
+    same partition), with the hash of recent keys remembered: aiokafka's murmur2 is pure Python, a
+    measurable share of a 1,000-event batch, and the same users come back. Unkeyed messages never
+    reach it (every message here has a key); they keep aiokafka's random choice."""
+    if key is None:
+        return DefaultPartitioner()(key, list(all_partitions), list(available))  # type: ignore[no-any-return]
+    return all_partitions[_key_hash(key) % len(all_partitions)]
+
+
 def new_producer(settings: CommonSettings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
+        "partitioner": keyed_partitioner,
         **settings.kafka_client_options(),
         "acks": "all",
         "enable_idempotence": settings.kafka_idempotence,

@@ -27,7 +27,11 @@ return {now, now + tonumber(ARGV[4]), now + tonumber(ARGV[5])}
 """
 )
 
-# KEYS: ticket, cap zset. ARGV: user, event id, lease ms, cap (0 = none), action id
+# KEYS: ticket. ARGV: user, event id, lease ms, the cap key's prefix (the ticket's type completes
+# it), action id, then (type, hourly cap) pairs of the catalog's capped types.
+# The cap key is built here from the ticket's own type rather than passed in KEYS: reading the type
+# first would cost a round trip per completion. (Like the ticket and cap keys of one claim, which
+# live in different hash slots already, this script is for a single Redis, not a cluster.)
 CLAIM = (
     _NOW
     + """
@@ -39,15 +43,19 @@ if f[2] == 'used' then return {'used', f[3]} end
 if f[2] == 'pending' and tonumber(f[4]) > now then return {'used', f[3]} end
 if now > tonumber(f[5]) then return {'expired', ''} end
 if now < tonumber(f[6]) then return {'too_fast', tostring(tonumber(f[6]) - now)} end
-local cap = tonumber(ARGV[4])
+local cap = 0
+for i = 6, #ARGV, 2 do
+  if ARGV[i] == f[7] then cap = tonumber(ARGV[i + 1]) end
+end
 if cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 3600000)
-  if redis.call('ZSCORE', KEYS[2], ARGV[5]) == false and redis.call('ZCARD', KEYS[2]) >= cap then
-    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  local capkey = ARGV[4] .. f[7]
+  redis.call('ZREMRANGEBYSCORE', capkey, '-inf', now - 3600000)
+  if redis.call('ZSCORE', capkey, ARGV[5]) == false and redis.call('ZCARD', capkey) >= cap then
+    local oldest = redis.call('ZRANGE', capkey, 0, 0, 'WITHSCORES')
     return {'cap', tostring(tonumber(oldest[2]) + 3600000 - now)}
   end
-  redis.call('ZADD', KEYS[2], now, ARGV[5])
-  redis.call('PEXPIRE', KEYS[2], 3600000)
+  redis.call('ZADD', capkey, now, ARGV[5])
+  redis.call('PEXPIRE', capkey, 3600000)
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'event', ARGV[2], 'lease', now + tonumber(ARGV[3]))
 return {'ok', f[7], f[8], f[9], tostring(now)}
@@ -160,13 +168,11 @@ class TicketStore:
     async def claim(
         self, action_id: UUID, user_id: str, event_id: UUID, lease_ms: int, cap_for: dict[str, int]
     ) -> Claim:
-        # The cap key needs the ticket's type, which only the ticket knows: read it first (cheap,
-        # and a wrong guess only means the script checks the cap of a type it then refuses anyway).
-        action_type = await self.redis.hget(self._ticket(action_id), "type")
-        kind = action_type.decode() if isinstance(action_type, bytes) else str(action_type or "")
+        # One round trip: the script finds the ticket's type, hence its cap and cap key, itself.
+        caps = [x for kind, cap in cap_for.items() if cap > 0 for x in (kind, cap)]
         result = await self._claim(
-            keys=[self._ticket(action_id), self._cap(user_id, kind)],
-            args=[user_id, str(event_id), lease_ms, cap_for.get(kind, 0), str(action_id)],
+            keys=[self._ticket(action_id)],
+            args=[user_id, str(event_id), lease_ms, self._cap(user_id, ""), str(action_id), *caps],
         )
         fields = [r.decode() if isinstance(r, bytes) else str(r) for r in result]
         if fields[0] != "ok":

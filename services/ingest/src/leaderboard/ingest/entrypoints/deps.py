@@ -52,6 +52,24 @@ def _verifier(request: Request) -> TokenVerifier:
     return ports(request).verifier
 
 
+# The dependencies themselves are coroutines: FastAPI runs a plain ``def`` dependency in its thread
+# pool, a thread hop (and GIL contention) per dependency per request for what is an attribute read.
+async def _ports_dep(request: Request) -> Ports:
+    return ports(request)
+
+
+async def _catalog_dep(request: Request) -> Catalog:
+    return catalog(request)
+
+
+async def _client_ip_dep(request: Request) -> str:
+    return client_ip(request)
+
+
+async def _request_id_dep(request: Request) -> str:
+    return request_id(request)
+
+
 async def charge_failed_auth(request: Request, refused: AuthError) -> None:
     """A refused token costs the client IP one request: :class:`RateLimited` once that runs out
     (else the shared dependency answers 401)."""
@@ -68,10 +86,10 @@ principal = bearer_principal(
     description="A JWT from your identity provider (dev: `leaderboard token`).",
 )
 
-PortsDep = Annotated[Ports, Depends(ports)]
-CatalogDep = Annotated[Catalog, Depends(catalog)]
-ClientIp = Annotated[str, Depends(client_ip)]
-RequestId = Annotated[str, Depends(request_id)]
+PortsDep = Annotated[Ports, Depends(_ports_dep)]
+CatalogDep = Annotated[Catalog, Depends(_catalog_dep)]
+ClientIp = Annotated[str, Depends(_client_ip_dep)]
+RequestId = Annotated[str, Depends(_request_id_dep)]
 Authenticated = Annotated[Principal, Depends(principal)]
 
 
@@ -94,19 +112,21 @@ async def rate_limit(response: Response, who: Principal, ip: str, p: Ports) -> N
     response.headers.update(decision.headers())
 
 
-async def player(response: Response, who: Authenticated, p: PortsDep, ip: ClientIp) -> Principal:
+async def player(request: Request, response: Response, who: Authenticated) -> Principal:
     """A player token, within its rate limits."""
     if who.role != "player":
         raise RoleRefused("this endpoint is for player tokens; game backends use /api/v1/events")
-    await rate_limit(response, who, ip, p)
+    # Ports and client IP read directly, not as dependencies: each dependency costs FastAPI's
+    # resolution machinery on every request.
+    await rate_limit(response, who, client_ip(request), ports(request))
     return who
 
 
-async def service_caller(response: Response, who: Authenticated, p: PortsDep, ip: ClientIp) -> Principal:
+async def service_caller(request: Request, response: Response, who: Authenticated) -> Principal:
     """A service (or admin) token, within its rate limits."""
     if who.role not in ("service", "admin"):
         raise RoleRefused("a service token is required: players report completions through tickets")
-    await rate_limit(response, who, ip, p)
+    await rate_limit(response, who, client_ip(request), ports(request))
     return who
 
 

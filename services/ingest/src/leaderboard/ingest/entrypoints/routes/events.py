@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from leaderboard.ingest.entrypoints.deps import PortsDep, RequestId, Service
+from leaderboard.common.web import request_id
+from leaderboard.ingest.entrypoints.deps import PortsDep, RequestId, Service, ports
 from leaderboard.ingest.entrypoints.errors import AUTH_ERRORS, documented
 from leaderboard.ingest.entrypoints.schemas import BatchAccepted, EventBatch, LegacyAccepted, LegacyScore
 
@@ -17,9 +18,9 @@ router = APIRouter(tags=["service"])
     response_model=BatchAccepted,
     responses=documented(*AUTH_ERRORS),
 )
-async def submit_events(rid: RequestId, body: EventBatch, who: Service, p: PortsDep) -> BatchAccepted:
+async def submit_events(request: Request, body: EventBatch, who: Service) -> BatchAccepted:
     """Game backends: up to 1,000 completed actions, atomically; repeats are reported as duplicates."""
-    result = await p.service.submit_events(who, body.events, rid)
+    result = await ports(request).service.submit_events(who, body.events, request_id(request))
     return BatchAccepted(accepted=result.accepted, duplicates=result.duplicates)
 
 
