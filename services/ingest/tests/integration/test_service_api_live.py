@@ -245,3 +245,26 @@ async def test_roles_decide_the_routes(open_rig: Any) -> None:
             headers={"Authorization": f"Bearer {rig.sign(rig.header(), claims)}"},
         )
         assert r.status_code == 401 and r.json()["code"] == "unauthorized", claims
+
+
+async def test_metadata_reaches_the_log_and_bad_metadata_is_refused_naming_it(open_rig: Any) -> None:
+    rig, svc = open_rig, open_rig.service()
+    user = str(uuid.uuid4())
+    meta = {"map": "Dust", "lap": 3, "ghost": None, "splits": [31.2, 29.8], "car": {"id": "r8"}}
+    good = event(user, metadata=meta)
+    r = await rig.http.post("/api/v1/events", json={"events": [good]}, headers=svc.headers)
+    assert r.status_code == 202, r.text
+    for bad, why in (
+        ({"map": "a" * 1100}, "1024 bytes"),
+        ({"map": "nul\u0000"}, "metadata"),
+        ([1, 2], "metadata"),
+        ("text", "metadata"),
+    ):
+        refused = await rig.http.post(
+            "/api/v1/events", json={"events": [event(user, metadata=bad)]}, headers=svc.headers
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+        body = refused.json()
+        assert body["code"] == "invalid" and "metadata" in body["error"] and why in body["error"], body
+    (logged_event,) = await logged(rig, {good["actionId"]})
+    assert logged_event["metadata"] == meta

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from leaderboard.common.catalog import ActionSpec, Catalog
@@ -45,6 +45,8 @@ class Reported(Protocol):
     def occurred_at(self) -> int | str: ...
     @property
     def points(self) -> int | None: ...
+    @property
+    def metadata(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ReportedAction:
     action_type: str
     occurred_at: int | str
     points: int | None
+    metadata: dict[str, Any] | None = None
 
 
 def parse_client_time(value: int | str, field: str) -> datetime:

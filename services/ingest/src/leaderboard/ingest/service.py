@@ -221,6 +221,7 @@ class IngestService:
             accepted_at=accepted_at,
             source="service",
             request_id=request_id,
+            metadata=e.metadata,
         )
 
     async def submit_legacy(

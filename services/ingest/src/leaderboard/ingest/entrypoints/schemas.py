@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
 
-from leaderboard.common.events import MAX_POINTS, ActionType, Username
+from leaderboard.common.events import MAX_POINTS, ActionType, Metadata, Username
 from leaderboard.common.web import ErrorModel
 
 
@@ -54,6 +54,11 @@ class ServiceEvent(Strict):
     action_type: ActionType
     occurred_at: ClientTime
     points: Points | None = None
+    metadata: Metadata | None = Field(
+        None,
+        description="A JSON object of at most 1 KB kept with the board entry it sets (e.g. the map, the "
+        "lap, the replay id); returned in reads.",
+    )
 
 
 class EventBatch(Strict):
