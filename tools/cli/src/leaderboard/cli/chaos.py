@@ -65,7 +65,8 @@ from leaderboard.cli.bench.common import BENCH_TYPE, UNLIMITED, write_catalog
 from leaderboard.common.auth import ensure_dev_keys
 from leaderboard.common.events import ActionCompleted, epoch_ms, iso_ms, now_ms
 from leaderboard.common.kafka import new_consumer, producer
-from leaderboard.common.ranking import GLOBAL_BOARD, BoardKeys, RankKey
+from leaderboard.common.boardkeys import DEFAULT_BOARD, BoardKeys
+from leaderboard.common.ranking import RankKey
 from leaderboard.common.topics import Topics
 from leaderboard.testkit.processes import free_port
 from leaderboard.testkit.services import http_ok
@@ -419,7 +420,7 @@ class Faults:
             outcome = await self.traffic.submit(http, [self.traffic.service_event(user)])
         if outcome != "acked":
             raise RuntimeError(f"the event sent after the fault was not acknowledged ({outcome})")
-        keys = BoardKeys(self.system.ns.name, GLOBAL_BOARD)
+        keys = BoardKeys(self.system.ns.name, DEFAULT_BOARD)
         deadline = time.monotonic() + self.cfg.recover_timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
@@ -528,7 +529,7 @@ def check_counts(
 
 async def check_redis(redis_url: str, prefix: str, users: list[asyncpg.Record]) -> dict[str, Any]:
     """The scorer's Redis board against a recompute from ``users`` (same keys and order)."""
-    keys = BoardKeys(prefix, GLOBAL_BOARD)
+    keys = BoardKeys(prefix, DEFAULT_BOARD)
     want = {
         str(u["user_id"]): RankKey(int(u["score"]), epoch_ms(u["reached_at"]), str(u["user_id"])).member()
         for u in users
