@@ -63,9 +63,9 @@ from redis.asyncio import Redis
 
 from leaderboard.cli.bench.common import BENCH_TYPE, UNLIMITED, write_catalog
 from leaderboard.common.auth import ensure_dev_keys
+from leaderboard.common.boardkeys import DEFAULT_BOARD, BoardKeys
 from leaderboard.common.events import ActionCompleted, epoch_ms, iso_ms, now_ms
 from leaderboard.common.kafka import new_consumer, producer
-from leaderboard.common.boardkeys import DEFAULT_BOARD, BoardKeys
 from leaderboard.common.ranking import RankKey
 from leaderboard.common.topics import Topics
 from leaderboard.testkit.processes import free_port
