@@ -228,3 +228,24 @@ def test_merge_changes_keeps_an_unsent_change_until_a_newer_one_replaces_it() ->
     assert merge_changes(unsent, TopChange("e1", 5, b, c)) == TopChange("e1", 5, a, c)
     # A new epoch is a fresh board: nothing older to compare with.
     assert merge_changes(unsent, TopChange("e2", 1, [], c)) == TopChange("e2", 1, [], c)
+
+
+def test_a_batch_is_cut_at_each_correction_in_log_order() -> None:
+    """Issue 11: actions before a correction are applied before it, those after it after it."""
+    import uuid as _uuid
+
+    from leaderboard.common.events import UserActionsVoided, correction_record, now_ms
+    from leaderboard.scorer.domain import Corrected, Decoded, Record, decode_log, segments
+
+    user = _uuid.uuid4()
+    void = UserActionsVoided(correction_id=_uuid.uuid4(), user_id=user, reason="r", by="a", at=now_ms())
+    key, value = correction_record(void)
+    recs = [Record("t", 0, i, key, v) for i, v in enumerate([b"{}", value, value])]
+    good, bad = decode_log(recs)
+    assert len(bad) == 1 and [type(g) for g in good] == [Corrected, Corrected]
+    wrong_key = Record("t", 0, 9, b"someone-else", value)
+    assert decode_log([wrong_key])[1][0].error == "record key does not match the event's userId"
+    a, b = object(), object()
+    items = [Decoded(recs[0], a), Decoded(recs[0], b), good[0], good[1], Decoded(recs[0], a)]  # type: ignore[arg-type]
+    cut = segments(items)
+    assert [len(s) if isinstance(s, list) else "C" for s in cut] == [2, "C", "C", 1]

@@ -200,10 +200,83 @@ class ActionCompleted(Event):
     source: Literal["player", "service"]
     request_id: RequestId
     metadata: Metadata | None = None
+    # The discriminator of the actions topic (issue 11: corrections share it). Left out of the wire
+    # when None, so what ingest writes stays byte for byte what it was; a record without it is an
+    # ActionCompleted (:func:`decode_log_event`).
+    event_type: Literal["ActionCompleted"] | None = None
 
     def to_bytes(self) -> bytes:
-        exclude = {"metadata"} if self.metadata is None else None
+        exclude = {k for k in ("metadata", "event_type") if getattr(self, k) is None}
+        return self.model_dump_json(by_alias=True, exclude=exclude or None).encode()
+
+
+# Corrections (issue 11): an admin's decision, written to ``leaderboard.actions.v1`` keyed by the
+# userId, so that it is ordered with that user's actions and a replay of the log reproduces it. A
+# correction never deletes: a voided action stays in Postgres (``voided_at``) and on the log.
+# ``correctionId`` makes each one idempotent (a redelivered correction applies once); ``by`` is the
+# admin's subject, ``reason`` why, ``at`` when it was decided (a board ``at`` a time before it shows
+# the action as it counted then).
+Reason = Annotated[SafeText, Field(min_length=1, max_length=500)]
+Actor = Annotated[SafeText, Field(min_length=1, max_length=128)]
+
+
+class Correction(Event):
+    """What every correction carries."""
+
+    schema_version: SchemaVersion = 1
+    correction_id: UUID
+    user_id: UUID
+    reason: Reason
+    by: Actor
+    at: UtcMs
+
+
+class ActionVoided(Correction):
+    """One action stops counting on every board and period it fed."""
+
+    event_type: Literal["ActionVoided"] = "ActionVoided"
+    action_id: UUID
+
+
+class UserActionsVoided(Correction):
+    """Every action of the user applied so far stops counting (a cheater)."""
+
+    event_type: Literal["UserActionsVoided"] = "UserActionsVoided"
+
+
+class UserActionsRestored(Correction):
+    """The user's voided actions count again (the undo of a void): every one of them, or only
+    ``actionId`` when given."""
+
+    event_type: Literal["UserActionsRestored"] = "UserActionsRestored"
+    action_id: UUID | None = None
+
+    def to_bytes(self) -> bytes:
+        exclude = {"action_id"} if self.action_id is None else None
         return self.model_dump_json(by_alias=True, exclude=exclude).encode()
+
+
+class UserRenamed(Correction):
+    """The user's display name is now ``username`` on every board (later actions do not undo it)."""
+
+    event_type: Literal["UserRenamed"] = "UserRenamed"
+    username: Username
+
+
+def correction_record(correction: Correction) -> tuple[bytes, bytes]:
+    """The (key, value) a correction is written with to ``leaderboard.actions.v1``: keyed by the
+    userId, like the user's actions, so that it is ordered after them. The ingest admin route sends
+    it with ``producer.send_and_wait(topics.actions, value, key=key)`` (acks=all) before answering."""
+    return str(correction.user_id).encode(), correction.to_bytes()
+
+
+CORRECTIONS: tuple[type[Correction], ...] = (
+    ActionVoided,
+    UserActionsVoided,
+    UserActionsRestored,
+    UserRenamed,
+)
+LogEvent = ActionCompleted | ActionVoided | UserActionsVoided | UserActionsRestored | UserRenamed
 
 
 class RankedEntry(Event):
@@ -308,3 +381,26 @@ def decode_action(raw: bytes) -> ActionCompleted:
 
 def decode_board_changed(raw: bytes) -> BoardChanged:
     return decode(raw, BoardChanged)
+
+
+_LOG_TYPES: dict[str, type[Event]] = {"ActionCompleted": ActionCompleted} | {
+    kind.__name__: kind for kind in CORRECTIONS
+}
+
+
+def decode_log_event(raw: bytes) -> LogEvent:
+    """A record of ``leaderboard.actions.v1``: an action, or a correction named by ``eventType``
+    (a record without ``eventType`` is an ActionCompleted, as every record written before
+    corrections existed). Through :func:`decode`, so through the one upcaster."""
+    payload = json.loads(raw)
+    if not isinstance(payload, dict):
+        raise ValueError("event is not a JSON object")
+    name = payload.get("eventType", "ActionCompleted")
+    kind = _LOG_TYPES.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ValueError(f"unknown eventType {name!r} on the actions topic")
+    event = decode(raw, kind)
+    assert isinstance(
+        event, ActionCompleted | ActionVoided | UserActionsVoided | UserActionsRestored | UserRenamed
+    )
+    return event

@@ -38,12 +38,43 @@ class Ports:
 
 
 @contextlib.asynccontextmanager
-async def bootstrap(settings: ScorerSettings, *, pool_size: int = POOL_SIZE) -> AsyncIterator[Ports]:
-    """Open the stores (migrating Postgres first), yield the ports, close them in reverse order."""
+async def bootstrap(
+    settings: ScorerSettings, *, pool_size: int = POOL_SIZE, publish: bool = True
+) -> AsyncIterator[Ports]:
+    """Open the stores (migrating Postgres first), yield the ports, close them in reverse order.
+    ``publish=False`` builds a projector that writes no record to Kafka (a side-by-side replay)."""
     async with contextlib.AsyncExitStack() as stack:
-        pool = await stack.enter_async_context(postgres_pool(settings, max_size=pool_size))
+        pool = await stack.enter_async_context(_pool(settings, pool_size))
         async with pool.acquire() as conn:
             await migrate(conn)
         redis = await stack.enter_async_context(redis_client(settings))
         kafka = await stack.enter_async_context(producer(settings))
-        yield Ports(settings, pool, redis, kafka, Projector(settings, pool, redis, kafka))
+        projector = Projector(settings, pool, redis, kafka, publish=publish)
+        yield Ports(settings, pool, redis, kafka, projector)
+
+
+@contextlib.asynccontextmanager
+async def _pool(settings: ScorerSettings, size: int) -> AsyncIterator[asyncpg.Pool]:
+    """The shared pool, or, with ``postgres_schema``, one whose connections live in that schema
+    (created when missing; the migrations then create their tables there)."""
+    schema = settings.postgres_schema
+    if schema is None:
+        async with postgres_pool(settings, max_size=size) as pool:
+            yield pool
+        return
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # a checked identifier
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(
+        settings.postgres_dsn,
+        min_size=1,
+        max_size=size,
+        command_timeout=30,
+        server_settings={"search_path": f'"{schema}"'},
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -15,13 +15,29 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
 
-from leaderboard.common.boards import BoardCatalog, Rule
-from leaderboard.common.events import ActionCompleted, decode_action, epoch_ms
+from leaderboard.common.events import (
+    ActionCompleted,
+    ActionVoided,
+    LogEvent,
+    UserActionsRestored,
+    UserActionsVoided,
+    UserRenamed,
+    decode_action,
+    decode_log_event,
+    epoch_ms,
+)
+
+# The board rules are shared with the readers of the past (``leaderboard.common.history``): the live
+# board and a board "as it was at" a moment fold the same way.
+from leaderboard.common.history import Entry as Entry
+from leaderboard.common.history import EntryKey as EntryKey
+from leaderboard.common.history import apply_rule as apply_rule
+from leaderboard.common.history import entry_keys as entry_keys
+from leaderboard.common.history import fold_entries as fold_entries
 from leaderboard.common.ranking import RankKey
 
 # The rank diff of two tops is shared with the broadcaster: it lives in leaderboard.common.ranking.
@@ -68,6 +84,55 @@ def decode_batch(records: Iterable[Record]) -> tuple[list[Decoded], list[Rejecte
             continue
         good.append(Decoded(r, event))
     return good, bad
+
+
+CorrectionEvent = ActionVoided | UserActionsVoided | UserActionsRestored | UserRenamed
+
+
+@dataclass(frozen=True)
+class Corrected:
+    """A correction read off the actions topic (issue 11)."""
+
+    record: Record
+    event: CorrectionEvent
+
+
+Segment = list[Decoded] | Corrected
+
+
+def decode_log(records: Iterable[Record]) -> tuple[list[Decoded | Corrected], list[Rejected]]:
+    """Like :func:`decode_batch`, for a topic that carries corrections beside actions (in log order)."""
+    good: list[Decoded | Corrected] = []
+    bad: list[Rejected] = []
+    for r in records:
+        try:
+            event: LogEvent = decode_log_event(r.value)
+        except (ValueError, ValidationError) as exc:
+            bad.append(Rejected(r, f"{type(exc).__name__}: {exc}"))
+            continue
+        if r.key is not None and r.key != str(event.user_id).encode():
+            bad.append(Rejected(r, "record key does not match the event's userId"))
+            continue
+        good.append(Decoded(r, event) if isinstance(event, ActionCompleted) else Corrected(r, event))
+    return good, bad
+
+
+def segments(items: Sequence[Decoded | Corrected]) -> list[Segment]:
+    """The batch cut at each correction, in log order: runs of actions (applied together as before)
+    and single corrections (each in its own transaction, after the actions that preceded it)."""
+    out: list[Segment] = []
+    run: list[Decoded] = []
+    for item in items:
+        if isinstance(item, Decoded):
+            run.append(item)
+            continue
+        if run:
+            out.append(run)
+            run = []
+        out.append(item)
+    if run:
+        out.append(run)
+    return out
 
 
 def first_occurrences(items: Sequence[Decoded]) -> tuple[list[Decoded], int]:
@@ -209,64 +274,6 @@ def _in_window(times: Sequence[int], t: int, cap: VelocityCap) -> int:
     return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - cap.window_ms)
 
 
-EntryKey = tuple[str, str, str]  # (board, period id, userId)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A user's entry on one board and period: the score, when the user reached it (the acceptedAt of
-    the event that set it), that event's actionId and metadata, and the row's version in Postgres."""
-
-    score: int
-    reached_ms: int
-    action_id: UUID | None
-    metadata: dict[str, Any] | None
-    version: int = 0
-
-
-def apply_rule(rule: Rule, ascending: bool, entry: Entry | None, event: ActionCompleted) -> Entry | None:
-    """The entry after ``event``, or None when the event leaves it as it was.
-
-    ``sum`` adds the points (the entry keeps the newest metadata sent: an event without metadata
-    leaves the last one); ``best`` keeps the best single event (the highest, or for an ``asc``
-    board the lowest; an equal score keeps the earlier event, which reached it first); ``latest``
-    takes every event's points. For ``best`` and ``latest`` the metadata is the one of the event
-    that set the score. The first event of a user on a board always makes the entry."""
-    at = epoch_ms(event.accepted_at)
-    version = entry.version if entry is not None else 0
-    if entry is None or rule == "latest":
-        return Entry(event.points, at, event.action_id, event.metadata, version)
-    if rule == "sum":
-        metadata = event.metadata if event.metadata is not None else entry.metadata
-        return Entry(entry.score + event.points, at, event.action_id, metadata, version)
-    better = event.points < entry.score if ascending else event.points > entry.score
-    return Entry(event.points, at, event.action_id, event.metadata, version) if better else None
-
-
-def entry_keys(catalog: BoardCatalog, event: ActionCompleted) -> list[EntryKey]:
-    """The (board, period, user) entries ``event`` feeds."""
-    user = str(event.user_id)
-    return [
-        (spec.id, period.id, user) for spec, period in catalog.fed_by(event.action_type, event.accepted_at)
-    ]
-
-
-def fold_entries(
-    catalog: BoardCatalog, events: Sequence[ActionCompleted], current: Mapping[EntryKey, Entry]
-) -> dict[EntryKey, Entry]:
-    """Apply newly accepted ``events`` (in log order) to the ``current`` entries; returns the entries
-    that changed, each with the version it had (the store bumps it when writing)."""
-    changed: dict[EntryKey, Entry] = {}
-    for event in events:
-        for key in entry_keys(catalog, event):
-            spec = catalog.boards[key[0]]
-            before = changed.get(key) or current.get(key)
-            after = apply_rule(spec.rule, spec.ascending, before, event)
-            if after is not None:
-                changed[key] = after
-    return changed
-
-
 @dataclass(frozen=True)
 class EntryRow:
     """A user's committed entry on one board and period, as Redis receives it."""
@@ -279,6 +286,9 @@ class EntryRow:
     reached_ms: int
     version: int
     ascending: bool = False
+    removed: bool = False  # no action counts for the user here any more (all voided): leave the board
 
     def member(self) -> str:
+        if self.removed:
+            return ""
         return RankKey(self.score, self.reached_ms, self.user_id, self.ascending).member()

@@ -11,7 +11,13 @@ period is current, for announcements, the rollover and Redis's expiry; which per
 is decided by its ``acceptedAt``. :meth:`Projector.roll_over` opens a board's new period at its
 boundary (called by the worker's periodic task): a new epoch, announced with its empty top.
 
-Order per batch (each step durable before the next; offsets are committed by the caller after):
+Corrections (issue 11) share the actions topic: the batch is cut at each correction
+(``domain.segments``), so the actions before it are applied first; each correction then runs in its own
+transaction (``adapters.corrections``, idempotent by correctionId), and the user's recomputed entries go
+through steps 3-4 below like any change (a removed entry leaves the Redis board). With ``publish=False``
+(a side-by-side replay) nothing is written to Kafka.
+
+Order per run of actions (each step durable before the next; offsets are committed by the caller after):
   1. decode; undecodable records go to the DLQ (awaited), each with an audit event;
   2. one Postgres transaction, idempotent by actionId, returning absolute scores. When Postgres
      refuses the batch because of a record's own data (``projection.record_caused``: a data
@@ -63,14 +69,14 @@ from leaderboard.common.events import BoardChanged, DeadLetter, SecurityEvent, i
 from leaderboard.common.ranking import changed_entries, ranked_entries
 from leaderboard.common.topics import Topics
 from leaderboard.scorer import domain
-from leaderboard.scorer.adapters import projection
+from leaderboard.scorer.adapters import corrections, projection
 from leaderboard.scorer.adapters.board import NoEpoch, RedisBoard
 from leaderboard.scorer.domain import TopChange
 from leaderboard.scorer.health import BATCH_FAILURES
 from leaderboard.scorer.settings import FaultPoint, ScorerSettings
 
 log = logging.getLogger(__name__)
-# outcome: applied | duplicate | quarantined | dead_letter. rate(scorer_events_total[1m]) is events/s.
+# outcome: applied | duplicate | quarantined | dead_letter | correction. rate(scorer_events_total[1m]) is events/s.
 EVENTS = Counter("scorer_events_total", "Records processed", ["outcome"])
 BATCH_SIZE = Histogram(
     "scorer_batch_size", "Records per batch", buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000)
@@ -86,6 +92,7 @@ class BatchResult:
     dead_lettered: int
     change: TopChange | None
     quarantined: int = 0
+    corrections: int = 0
 
 
 PeriodKey = tuple[str, str]  # (board, period id)
@@ -101,8 +108,11 @@ class Projector:
         *,
         catalog: BoardCatalog | None = None,
         clock: Clock | None = None,
+        publish: bool = True,
     ) -> None:
         self.settings = settings
+        # False for a side-by-side replay: no BoardChanged, dead letter or audit event leaves it.
+        self.publish = publish
         self.pool, self.redis, self.producer = pool, redis, producer
         self.topics = Topics(settings.topic_prefix)
         self.catalog = catalog or BoardCatalog.load(settings.boards_file)
@@ -254,36 +264,81 @@ class Projector:
         BATCH_SIZE.observe(len(records))
         self.fault("after_fetch")
         with BATCH_SECONDS.time():
-            good, bad = domain.decode_batch(records)
+            good, bad = domain.decode_log(records)
             if bad:
                 await self._dead_letter(bad)
-            unique, repeats = domain.first_occurrences(good)
-            applied, refused = await self._apply_isolating(unique)
-            if refused:
-                await self._dead_letter(refused)
-                gone = {r.record for r in refused}
-                unique = [d for d in unique if d.record not in gone]
-            self.fault("after_postgres")
-            changes = await self._apply_redis(applied.entries)
-            self.fault("after_redis")
-            change = await self._announce_pending(changes)
-            if applied.rows:
-                await self._notify_applied(unique, applied.rows)
-            if applied.quarantined:
-                await self.audit_quarantine()
+            total = BatchResult(0, 0, len(bad), None)
+            for segment in domain.segments(good):
+                if isinstance(segment, domain.Corrected):
+                    part = await self._correct(segment)
+                else:
+                    part = await self._process_actions(segment)
+                total = BatchResult(
+                    total.applied + part.applied,
+                    total.duplicates + part.duplicates,
+                    total.dead_lettered + part.dead_lettered,
+                    part.change or total.change,
+                    total.quarantined + part.quarantined,
+                    total.corrections + part.corrections,
+                )
+        EVENTS.labels("dead_letter").inc(len(bad))
+        self.fault("before_commit")
+        return total
+
+    async def _process_actions(self, good: list[domain.Decoded]) -> BatchResult:
+        """A run of actions (steps 2-6 of the module docstring)."""
+        unique, repeats = domain.first_occurrences(good)
+        applied, refused = await self._apply_isolating(unique)
+        if refused:
+            await self._dead_letter(refused)
+            gone = {r.record for r in refused}
+            unique = [d for d in unique if d.record not in gone]
+        self.fault("after_postgres")
+        changes = await self._apply_redis(applied.entries)
+        self.fault("after_redis")
+        change = await self._announce_pending(changes)
+        if applied.rows:
+            await self._notify_applied(unique, applied.rows)
+        if applied.quarantined:
+            await self.audit_quarantine()
         quarantined = len(applied.quarantined)
         duplicates = repeats + len(unique) - applied.inserted - quarantined
         EVENTS.labels("applied").inc(applied.inserted)
         EVENTS.labels("duplicate").inc(duplicates)
         EVENTS.labels("quarantined").inc(quarantined)
-        EVENTS.labels("dead_letter").inc(len(bad) + len(refused))
-        self.fault("before_commit")
-        return BatchResult(applied.inserted, duplicates, len(bad) + len(refused), change, quarantined)
+        EVENTS.labels("dead_letter").inc(len(refused))
+        return BatchResult(applied.inserted, duplicates, len(refused), change, quarantined)
+
+    async def _correct(self, item: domain.Corrected) -> BatchResult:
+        """A correction (issue 11): its own transaction (idempotent by correctionId), then the user's
+        recomputed entries into every Redis board period they are on, announced like any change.
+        A correction that Postgres refuses because of its own data goes to the DLQ like an action."""
+        try:
+            async with self.pool.acquire() as conn:
+                done = await corrections.apply_correction(conn, item, self.catalog)
+        except Exception as exc:
+            if not projection.record_caused(exc):
+                raise
+            await self._dead_letter([domain.Rejected(item.record, projection.describe(exc))])
+            return BatchResult(0, 0, 1, None)
+        changes = await self._apply_redis(done.entries)
+        change = await self._announce_pending(changes)
+        if done.applied:
+            log.info(
+                "%s %s for user %s by %s: %d action(s)",
+                item.event.event_type,
+                item.event.correction_id,
+                item.event.user_id,
+                item.event.by,
+                done.affected,
+            )
+        EVENTS.labels("correction" if done.applied else "duplicate").inc()
+        return BatchResult(0, 0 if done.applied else 1, 0, change, 0, 1 if done.applied else 0)
 
     async def audit_quarantine(self) -> int:
         """Emit a SecurityEvent for every quarantined action not yet audited; returns how many."""
         sent = 0
-        while True:
+        while self.publish:
             async with self.pool.acquire() as conn:
                 rows = await projection.unaudited_quarantine(conn)
             if not rows:
@@ -311,6 +366,7 @@ class Projector:
             async with self.pool.acquire() as conn:
                 await projection.mark_audited(conn, [r["action_id"] for r in rows])
             sent += len(rows)
+        return sent
 
     async def _apply_postgres(self, unique: list[domain.Decoded]) -> projection.Applied:
         for attempt in range(5):
@@ -400,7 +456,8 @@ class Projector:
             changed=changed_entries(old, new),
             at=now_ms(),
         )
-        await self.producer.send_and_wait(self.topics.changes, event.to_bytes(), key=board.encode())
+        if self.publish:
+            await self.producer.send_and_wait(self.topics.changes, event.to_bytes(), key=board.encode())
         async with self.pool.acquire() as conn:
             await projection.record_version(conn, board, change.version, period)
         if key == (self.settings.board, ALL_PERIOD):
@@ -408,6 +465,8 @@ class Projector:
 
     async def _dead_letter(self, bad: list[domain.Rejected]) -> None:
         """Each record to the DLQ with its raw bytes and error, and an audit event naming it."""
+        if not self.publish:
+            return
         futures = []
         for item in bad:
             r = item.record

@@ -44,6 +44,14 @@ class ScorerSettings(CommonSettings):
     # /readyz says 503 (and scorer_stalled is 1) while a batch fails and is retried, or has been in
     # flight for longer than this (a hung store).
     stall_after_s: float = Field(15.0, gt=0)
+    # The Postgres schema the projection lives in (LEADERBOARD_POSTGRES_SCHEMA): unset, the connection's
+    # default (public). ``leaderboard replay --into NAME`` rebuilds into schema NAME side by side.
+    postgres_schema: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # A running scorer holds a Redis lease ({prefix}:scorer:lease:{host}:{pid}) for this many seconds,
+    # renewed every third of it, so that ``leaderboard replay`` into the live stores can refuse to run
+    # beside it (any broker: no consumer-group API needed). A stopped scorer releases it at once; a
+    # killed one after this long.
+    scorer_lease_s: float = Field(6.0, ge=1, le=300)
     # Fault injection for tests: exit hard (os._exit(70)) once at this point of the batch that follows
     # ``fault_after_batches`` completed ones, when the marker file is absent (it is written first).
     fault_point: FaultPoint | None = None

@@ -279,13 +279,34 @@ def simulate_cmd(ingest_url: str, players: int, rate: float, batch: int, duratio
 
 
 @cli.command()
-def replay() -> None:
-    """Rebuild Postgres and Redis from the log (stop the scorers first)."""
-    from leaderboard.cli.replay import replay as run_replay
+@click.option(
+    "--from-offset",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Start at this offset of every partition (no emptying).",
+)
+@click.option(
+    "--from-time", default=None, help="Start at this time (ISO-8601 or epoch seconds; no emptying)."
+)
+@click.option(
+    "--into",
+    default=None,
+    help="Rebuild into Postgres schema NAME and Redis prefix {prefix}.NAME (live stores untouched).",
+)
+@click.option(
+    "--compare",
+    "do_compare",
+    is_flag=True,
+    help="With --into: print the differences from the live boards, or 'identical'.",
+)
+def replay(from_offset: int | None, from_time: str | None, into: str | None, do_compare: bool) -> None:
+    """Rebuild Postgres and Redis from the log (actions and corrections); refused into the live
+    stores while a scorer runs."""
+    from leaderboard.cli.replay import run_command
     from leaderboard.scorer.settings import ScorerSettings
 
-    setup_logging("INFO", "replay")
-    click.echo(json.dumps(asyncio.run(run_replay(ScorerSettings()))))
+    setup_logging("WARNING", "replay")
+    sys.exit(run_command(ScorerSettings(), from_offset, from_time, into, do_compare))
 
 
 @cli.command("rebuild-cache")
@@ -301,19 +322,46 @@ def rebuild_cache() -> None:
 @cli.command()
 @click.option("--url", default="http://127.0.0.1:8090", show_default=True, help="Broadcaster base URL.")
 @click.option("--limit", type=int, default=10, show_default=True)
-@click.option("--board", default="global", show_default=True)
-def board(url: str, limit: int, board: str) -> None:
-    """Print a board as a table."""
+@click.option("--board", default="global", show_default=True, help="Any board of GET /api/v1/boards.")
+@click.option(
+    "--period",
+    default=None,
+    help="A past period of a windowed board: 2026-11-23, 2026-W47, 2026-11, a season.",
+)
+@click.option(
+    "--at", "at", default=None, help="The board as it was at TIME (ISO-8601 or epoch seconds), from Postgres."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+def board(url: str, limit: int, board: str, period: str | None, at: str | None, fmt: str) -> None:
+    """Print a board (its current period, or --period) as a table; tied scores share a rank (=)."""
     import httpx
 
-    r = httpx.get(f"{url}/api/v1/leaderboard", params={"limit": limit, "board": board}, timeout=10)
+    if at is not None and period is not None:
+        raise click.UsageError("--at and --period are exclusive")
+    if at is not None:
+        from leaderboard.cli.history import run_command as board_at
+
+        click.echo(board_at(board, at, limit, fmt))
+        return
+
+    params: dict[str, str | int] = {"limit": limit, "board": board}
+    if period is not None:
+        params["period"] = period
+    r = httpx.get(f"{url}/api/v1/leaderboard", params=params, timeout=10)
     if r.status_code != 200:
         click.echo(r.text, err=True)
         sys.exit(1)
     data = r.json()
-    click.echo(f"board {board}  epoch {data['epoch']}  version {data['version']}  players {data['total']}")
+    head = f"board {board}  epoch {data['epoch']}  version {data['version']}  players {data['total']}"
+    if data.get("period") is not None:
+        head += f"  period {data['period']}  resets {data.get('resetsAt') or 'never'}"
+    click.echo(head)
     for e in data["leaderboard"]:
-        click.echo(f"{e['rank']:>4}  {e['username'][:24]:<24} {e['score']:>12}  {e['userId']}")
+        shared = e.get("sharedRank", e["rank"])
+        tie = f"={shared}" if shared != e["rank"] else ""
+        click.echo(f"{e['rank']:>4} {tie:<5} {e['username'][:24]:<24} {e['score']:>12}  {e['userId']}")
 
 
 @cli.command()

@@ -7,7 +7,8 @@ userId -> current key, a hash of names, a hash of applied versions and a meta ha
 (epoch, version, top, rev). One Lua script applies a batch of absolute scores *and* compares the
 top N, so the version it hands out always matches the top it returns, however many scorer
 replicas write at once. A user's entry only moves to a newer Postgres version, so a late write
-from a replica that lost its partition cannot roll a score back.
+from a replica that lost its partition cannot roll a score back. An empty member removes the user
+(a correction voided every action that fed the entry, issue 11).
 
 A past period's keys carry an expiry (``expire_at``: when the period leaves the board's ``keep``),
 set again by every write and rebuild, since a key that a write creates again has none.
@@ -35,7 +36,18 @@ local touched = 0
 for i = 3, #ARGV, 4 do
   local uid, ver, member, name = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local cur = tonumber(redis.call('HGET', KEYS[5], uid) or '-1')
-  if ver > cur then
+  if member == '' then
+    -- a removal (every action of the user here was voided): drop the member and its version, so
+    -- that a restore recreating the entry at version 1 is taken
+    local old = redis.call('HGET', KEYS[2], uid)
+    if old then
+      redis.call('ZREM', KEYS[1], old)
+      redis.call('HDEL', KEYS[2], uid)
+      redis.call('HDEL', KEYS[3], uid)
+      redis.call('HDEL', KEYS[5], uid)
+      touched = touched + 1
+    end
+  elseif ver > cur then
     local old = redis.call('HGET', KEYS[2], uid)
     if old then redis.call('ZREM', KEYS[1], old) end
     redis.call('ZADD', KEYS[1], 0, member)

@@ -78,14 +78,15 @@ def describe(exc: BaseException) -> str:
 APPLY = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int[], $7::text[],
-                         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::bigint[], $12::int[])
+                         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::bigint[], $12::int[],
+                         $13::jsonb[])
         AS t(action_id, event_id, user_id, username, action_type, points, source,
-             occurred_at, accepted_at, kafka_partition, kafka_offset, ord)
+             occurred_at, accepted_at, kafka_partition, kafka_offset, ord, metadata)
 ), inserted AS (
     INSERT INTO actions (action_id, event_id, user_id, action_type, points, source, occurred_at, accepted_at,
-                         kafka_partition, kafka_offset)
+                         kafka_partition, kafka_offset, metadata)
     SELECT action_id, event_id, user_id, action_type, points, source, occurred_at, accepted_at,
-           kafka_partition, kafka_offset
+           kafka_partition, kafka_offset, metadata
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.action_id = i.action_id)
     ORDER BY ord
@@ -103,7 +104,8 @@ WITH input AS (
     SELECT user_id, username, points, reached_at, now(), 1 FROM per_user ORDER BY user_id
     ON CONFLICT (user_id) DO UPDATE
         SET score = u.score + EXCLUDED.score, reached_at = EXCLUDED.reached_at,
-            username = EXCLUDED.username, updated_at = now(), version = u.version + 1
+            username = CASE WHEN u.renamed_at IS NULL THEN EXCLUDED.username ELSE u.username END,
+            updated_at = now(), version = u.version + 1
     RETURNING user_id, username, score, reached_at, version
 ), touched AS (
     SELECT * FROM upserted
@@ -278,11 +280,15 @@ async def _apply_boards(
     ]
 
 
+def _json(value: dict[str, Any] | None) -> str | None:
+    return json.dumps(value, separators=(",", ":")) if value is not None else None
+
+
 def _entry_columns(catalog: BoardCatalog, entries: Sequence[tuple[EntryKey, Entry]]) -> list[list[Any]]:
     cols: list[list[Any]] = [[] for _ in range(8)]
     for (board, period, user), e in entries:
         rank_key = e.score if catalog.boards[board].ascending else -e.score
-        metadata = json.dumps(e.metadata, separators=(",", ":")) if e.metadata is not None else None
+        metadata = _json(e.metadata)
         values = (
             board,
             period,
@@ -301,7 +307,7 @@ def _entry_columns(catalog: BoardCatalog, entries: Sequence[tuple[EntryKey, Entr
 async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[list[ScoreRow], set[UUID]]:
     if not items:
         return [], set()
-    cols: list[list[object]] = [[] for _ in range(12)]
+    cols: list[list[object]] = [[] for _ in range(13)]
     for ord_, d in enumerate(items):
         e, r = d.event, d.record
         for col, value in zip(
@@ -319,6 +325,7 @@ async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[li
                 r.partition,
                 r.offset,
                 ord_,
+                _json(e.metadata),
             ),
             strict=True,
         ):

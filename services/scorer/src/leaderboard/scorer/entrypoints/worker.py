@@ -34,6 +34,7 @@ from prometheus_client import Gauge
 
 from leaderboard.common.kafka import tune_faust_fetch_wait
 from leaderboard.common.topics import Topics
+from leaderboard.scorer.adapters.lease import Lease
 from leaderboard.scorer.bootstrap import Ports, bootstrap
 from leaderboard.scorer.domain import Record
 from leaderboard.scorer.entrypoints import web
@@ -103,14 +104,22 @@ class Stores(mode.Service):
         self._rollover = asyncio.create_task(
             roll_over_forever(ports.projector, settings.rollover_check_s), name="board-rollover"
         )
+        self._lease = Lease(ports.redis, settings)
+        await self._lease.take()
+        self._leasing = asyncio.create_task(self._lease.keep(), name="scorer-lease")
         self.runtime.mark_ready(ports)
         log.info("scorer ready: group %s, batches of up to %d", settings.scorer_group, settings.batch_size)
 
     async def on_stop(self) -> None:
-        rollover = getattr(self, "_rollover", None)  # absent when start-up failed
-        if rollover is not None:
-            rollover.cancel()
-            await asyncio.gather(rollover, return_exceptions=True)
+        for name in ("_rollover", "_leasing"):
+            task = getattr(self, name, None)  # absent when start-up failed
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        lease = getattr(self, "_lease", None)
+        if lease is not None:
+            with contextlib.suppress(Exception):  # a Redis away at stop: the lease expires by itself
+                await lease.release()
         stack = getattr(self, "_stack", None)
         if stack is not None:
             await stack.aclose()
