@@ -44,11 +44,15 @@ from pydantic_core import PydanticUndefined, core_schema
 from leaderboard.common import topics
 from leaderboard.common.events import (
     ActionCompleted,
+    ActionVoided,
     AttemptRejected,
     BoardChanged,
     DeadLetter,
     Event,
     SecurityEvent,
+    UserActionsRestored,
+    UserActionsVoided,
+    UserRenamed,
     iso_ms,
 )
 
@@ -73,8 +77,12 @@ TOPICS: tuple[Topic, ...] = (
         "userId",
         "Every accepted action, the source of truth of every board: one ActionCompleted per accepted "
         "completion (player ticket flow or game backend). Kept for ever on real Kafka (retention.ms -1). "
-        "Readers dedupe by actionId (the first record of an actionId counts), as the scorer does.",
-        (ActionCompleted,),
+        "Readers dedupe by actionId (the first record of an actionId counts), as the scorer does. "
+        "Admins' corrections are events on the same log, keyed by the user so they stay in order with "
+        "the user's actions (eventType tells them apart; a record without eventType is an "
+        "ActionCompleted): ActionVoided, UserActionsVoided, UserActionsRestored, UserRenamed, each "
+        "idempotent by correctionId.",
+        (ActionCompleted, ActionVoided, UserActionsVoided, UserActionsRestored, UserRenamed),
     ),
     Topic(
         topics.CHANGES,
