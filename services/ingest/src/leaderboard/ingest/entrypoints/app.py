@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from leaderboard.common.web import RequestIdMiddleware, add_cors, add_ops_routes
 from leaderboard.ingest.bootstrap import bootstrap, load_catalog, readiness
 from leaderboard.ingest.entrypoints import errors
+from leaderboard.ingest.entrypoints.hot import HotWrites
 from leaderboard.ingest.entrypoints.middleware import BufferedBodyLimit
-from leaderboard.ingest.entrypoints.routes import actions, catalog, dev, events
+from leaderboard.ingest.entrypoints.routes import actions, admin, catalog, dev, events
 from leaderboard.ingest.settings import IngestSettings
 
 
@@ -29,7 +30,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def add_middleware(app: FastAPI, settings: IngestSettings) -> None:
     """Outermost first: request id (so that every refusal below carries it), then CORS (so that even a
-    413 carries its headers), then the body's limit and encoding."""
+    413 carries its headers), then the body's limit and encoding, then the hot write path (``hot``)."""
+    app.add_middleware(HotWrites)
     app.add_middleware(
         BufferedBodyLimit,
         limit=settings.max_body_bytes,
@@ -57,7 +59,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.settings, app.state.catalog = settings, load_catalog(settings)
     errors.install(app)
     add_middleware(app, settings)
-    for resource in (catalog, actions, events):
+    for resource in (catalog, actions, events, admin):
         app.include_router(resource.router)
     app.include_router(dev.router, include_in_schema=settings.dev_mode)
 
