@@ -31,6 +31,10 @@ OPERATIONS = [
     ("POST", "/api/v1/score/update", "player"),
     ("POST", "/api/v1/events", "service"),
     ("POST", "/score", "service"),
+    ("POST", "/api/v1/admin/actions/{action_id}/void", "admin"),
+    ("POST", "/api/v1/admin/users/{user_id}/void", "admin"),
+    ("POST", "/api/v1/admin/users/{user_id}/restore", "admin"),
+    ("POST", "/api/v1/admin/users/{user_id}/rename", "admin"),
 ]
 CHECKS = [
     not_a_server_error,
