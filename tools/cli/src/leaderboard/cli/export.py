@@ -58,7 +58,13 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from aiokafka import TopicPartition
 
 from leaderboard.common.boards import BoardSpec
-from leaderboard.common.events import ActionCompleted, decode_action, iso_ms
+from leaderboard.common.events import (
+    ActionCompleted,
+    Correction,
+    UserRenamed,
+    decode_log_event,
+    iso_ms,
+)
 from leaderboard.common.kafka import new_consumer
 from leaderboard.common.settings import CommonSettings
 from leaderboard.common.topics import Topics
@@ -85,7 +91,13 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("metadata", pa.string()),
     ("partition", pa.int32()),
     ("offset", pa.int64()),
+    # Corrections (kind "correction"): the event type, why and by whom. Empty on action rows.
+    ("correction", _DICT8),
+    ("reason", pa.string()),
+    ("corrected_by", pa.string()),
 ]
+# Always set; every other column may be empty on one of the two kinds of rows.
+_REQUIRED = {"kind", "event_id", "user_id", "accepted_at", "schema_version", "partition", "offset"}
 BOARD_COLUMNS: list[tuple[str, pa.DataType]] = [("board", _DICT32), ("period", _DICT32)]
 
 _EPOCH_SECONDS = re.compile(r"^-?\d+(\.\d+)?$")
@@ -111,7 +123,7 @@ def columns(board: BoardSpec | None) -> list[tuple[str, pa.DataType]]:
 
 
 def arrow_schema(board: BoardSpec | None) -> pa.Schema:
-    return pa.schema([pa.field(name, kind, nullable=name == "metadata") for name, kind in columns(board)])
+    return pa.schema([pa.field(name, kind, nullable=name not in _REQUIRED) for name, kind in columns(board)])
 
 
 def action_row(event: ActionCompleted, partition: int, offset: int) -> Row:
@@ -135,6 +147,28 @@ def action_row(event: ActionCompleted, partition: int, offset: int) -> Row:
         ),
         "partition": partition,
         "offset": offset,
+        "correction": None,
+        "reason": None,
+        "corrected_by": None,
+    }
+
+
+def correction_row(event: Correction, partition: int, offset: int) -> Row:
+    """A correction as a row: ``event_id`` is its correctionId, ``accepted_at`` the time it was made,
+    ``action_id`` the voided or restored action when it names one, ``username`` a rename's new name."""
+    return {
+        "kind": "correction",
+        "event_id": str(event.correction_id),
+        "action_id": str(action_id) if (action_id := getattr(event, "action_id", None)) else None,
+        "user_id": str(event.user_id),
+        "username": event.username if isinstance(event, UserRenamed) else None,
+        "accepted_at": event.at,
+        "schema_version": event.schema_version,
+        "partition": partition,
+        "offset": offset,
+        "correction": type(event).__name__,
+        "reason": event.reason,
+        "corrected_by": event.by,
     }
 
 
@@ -173,13 +207,20 @@ class Selection:
 def rows_of(
     raw: bytes | None, partition: int, offset: int, selection: Selection, totals: Totals
 ) -> list[Row]:
-    """The rows one record of the actions topic contributes (the extension point for corrections:
-    decode the correction event here and return its ``kind = "correction"`` row)."""
+    """The rows one record of the actions topic contributes: an action (the first record of its
+    actionId), or a correction (kept whole: the export is the history, voided actions included)."""
     try:
-        event = decode_action(raw or b"")
+        event = decode_log_event(raw or b"")
     except ValueError:
         totals.undecodable += 1
         return []
+    if not isinstance(event, ActionCompleted):
+        if not selection.since <= event.at < selection.until:
+            return []
+        row = correction_row(event, partition, offset)
+        if selection.board is not None:
+            row["board"] = selection.board.id
+        return [row]
     if event.action_id.int in selection.seen:
         totals.duplicates += 1
         return []
