@@ -52,7 +52,8 @@ chaos: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy libs/common/src services/*/src tools/cli/src tools/testkit/src
+	$(BIN)/mypy conftest.py tests libs/common/src libs/common/tests services/*/src services/ingest/tests \
+		tools/cli/src tools/cli/tests tools/testkit/src
 
 # Re-pin after editing a pyproject: writes requirements.lock (names, versions, hashes).
 lock: $(UV)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import pytest
 from packaging.markers import Marker, default_environment
@@ -47,7 +48,7 @@ def filtered(members: list[str]) -> set[str]:
 
 def needed(roots: set[str]) -> set[str]:
     """What the installed roots require, transitively, with extras and markers evaluated (pip's view)."""
-    env = default_environment()
+    env = cast("dict[str, str]", default_environment())  # a TypedDict whose every value is a str
     seen: set[str] = set()
     todo: list[tuple[str, frozenset[str]]] = [(r, frozenset()) for r in roots]
     done: set[tuple[str, frozenset[str]]] = set()

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # no stubs or py.typed
 import pytest
-from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError  # type: ignore[import-untyped]
 
 from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.kafka import topic_specs

@@ -35,7 +35,7 @@ def live(base_env: dict[str, str], tmp_path: Path) -> Iterator[System]:
 
 
 def post(system: System, token: str, sent: list[tuple[str, str, int]]) -> list[str]:
-    events = [
+    events: list[dict[str, Any]] = [
         {
             "actionId": str(uuid.uuid4()),
             "userId": user,

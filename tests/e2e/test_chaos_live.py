@@ -71,7 +71,7 @@ def test_a_clean_run_passes_and_unknown_outcomes_count_on_neither_side() -> None
         acked={a: (user, 5), b: (user, 7)}, refused={c: "503 unavailable"}, unknown={d: (user, 3)}
     )
     actions, users = _tables([(a, user, 5), (b, user, 7), (d, user, 3)])
-    figures = check_counts(ledger, actions, users)  # type: ignore[arg-type]
+    figures = check_counts(ledger, actions, users)
     assert figures["acknowledged"] == figures["counted"] == 2
     assert figures["unknown_counted"] == 1
     assert failures(figures) == []
@@ -83,7 +83,7 @@ def test_loss_double_and_refused_but_counted_fail_the_run() -> None:
     ledger = Ledger(acked={a: (user, 5), b: (user, 7)}, refused={c: "503 unavailable"})
     actions, users = _tables([(a, user, 5), (c, user, 2)])  # b lost, c counted although refused
     users[0]["score"] += 5  # a's points applied twice
-    figures = check_counts(ledger, actions, users)  # type: ignore[arg-type]
+    figures = check_counts(ledger, actions, users)
     assert figures["lost"] == 1
     assert figures["refused_but_counted"] == 1
     assert figures["doubled"] == 1
@@ -96,6 +96,6 @@ def test_points_that_differ_from_the_acknowledged_ones_fail_the_run() -> None:
     user = str(uuid.uuid4())
     (a,) = _ids(1)
     actions, users = _tables([(a, user, 50)])
-    figures = check_counts(Ledger(acked={a: (user, 5)}), actions, users)  # type: ignore[arg-type]
+    figures = check_counts(Ledger(acked={a: (user, 5)}), actions, users)
     assert figures["wrong_points"] == 1 and figures["users_score_too_high"] == 1
     assert failures(figures)

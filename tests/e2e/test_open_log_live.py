@@ -71,8 +71,11 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> list[tuple[by
         while True:
             for batch in consumer.poll(timeout_ms=500).values():
                 records += [(m.key, m.value) for m in batch]
+            # highwater() is None until a fetch reports it; position() without a timeout waits for the offset.
             caught_up = all(
-                consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp)
+                (high := consumer.highwater(tp)) is not None
+                and (position := consumer.position(tp)) is not None
+                and position >= high
                 for tp in tps
             )
             if caught_up:
@@ -101,7 +104,7 @@ def test_an_independent_client_reads_the_log_and_every_event_matches_its_publish
             assert done.status_code == 202, done.text
             accepted[ticket.json()["actionId"]] = user
         occurred = now_ms() - timedelta(seconds=10)
-        events = [
+        events: list[dict[str, Any]] = [
             {
                 "actionId": str(uuid.uuid4()),
                 "userId": str(uuid.uuid4()),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 import websockets
@@ -58,15 +59,15 @@ async def test_completed_action_reaches_connected_websocket_and_rest_board(syste
         result = await complete_action(ingest, token, "match_won")
         points = result["ticket"]["points"]  # type: ignore[index]
 
-        async def our_frame() -> dict[str, object]:
+        async def our_frame() -> dict[str, Any]:
             while True:
-                frame = json.loads(await ws.recv())
+                frame: dict[str, Any] = json.loads(await ws.recv())
                 assert frame["type"] in ("snapshot", "update")
                 if any(e["userId"] == user_id for e in frame["top"]):
                     return frame
 
         frame = await asyncio.wait_for(our_frame(), timeout=60)
-    entry = next(e for e in frame["top"] if e["userId"] == user_id)  # type: ignore[union-attr]
+    entry = next(e for e in frame["top"] if e["userId"] == user_id)
     assert entry["score"] == points
     assert entry["username"] == "E2E Hero"
     assert frame["board"] == "global" and isinstance(frame["version"], int) and frame["epoch"]

@@ -65,7 +65,7 @@ def _action(**extra: object) -> ActionCompleted:
         accepted_at=at,
         source="service",
         request_id="r",
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

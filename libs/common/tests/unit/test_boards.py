@@ -12,8 +12,8 @@ from leaderboard.common.boards import ALL, BoardCatalog, BoardSpec, UnknownPerio
 MS = timedelta(milliseconds=1)
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def board(window: str, **kw: object) -> BoardSpec:

@@ -33,7 +33,7 @@ def action(**overrides: object) -> ActionCompleted:
         request_id="r1",
     )
     fields.update(overrides)
-    return ActionCompleted(**fields)  # type: ignore[arg-type]
+    return ActionCompleted(**fields)
 
 
 def test_wire_shape_is_camel_case_with_ms_iso_times() -> None:

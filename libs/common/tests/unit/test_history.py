@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 from pydantic import ValidationError
@@ -43,7 +44,7 @@ def action(**over: object) -> ActionCompleted:
         "request_id": "r",
     }
     fields.update(over)
-    return ActionCompleted(**fields)  # type: ignore[arg-type]
+    return ActionCompleted(**fields)
 
 
 def test_an_action_written_before_corrections_decodes_as_it_did() -> None:
@@ -52,7 +53,7 @@ def test_an_action_written_before_corrections_decodes_as_it_did() -> None:
     assert b"eventType" not in raw  # what ingest writes is byte for byte what it was
     assert decode_log_event(raw) == decode_action(raw) == e
     tagged = json.dumps({**json.loads(raw), "eventType": "ActionCompleted"}).encode()
-    assert decode_log_event(tagged).action_id == e.action_id
+    assert cast(ActionCompleted, decode_log_event(tagged)).action_id == e.action_id
 
 
 @pytest.mark.parametrize(

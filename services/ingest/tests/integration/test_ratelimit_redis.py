@@ -95,3 +95,29 @@ async def test_unused_tickets_leave_redis_soon_after_expiry_used_ones_are_kept(
     used_ttl = await redis.pttl(f"{prefix}:ticket:{used}")
     assert 3_600_000 < unused_ttl <= 3_660_000
     assert 86_000_000 < used_ttl <= 86_400_000
+
+
+async def test_a_claim_charged_to_limits_is_one_script_that_claims_nothing_once_they_are_spent(
+    redis: Redis, prefix: str
+) -> None:
+    store, limiter = TicketStore(redis, prefix), RateLimiter(redis, prefix)
+    user = str(uuid.uuid4())
+    tight, loose = Limit(f"user:{user}", 6, 2), Limit("ip:c", 6, 5)
+    tickets = [uuid.uuid4() for _ in range(3)]
+    for t in tickets:
+        await store.issue(t, user, "quest", 50, min_ms=0, ttl_ms=60_000, keep_ms=60_000)
+    first = await store.claim(tickets[0], user, uuid.uuid4(), 30_000, {"quest": 5}, [tight, loose])
+    assert first.outcome == "ok" and first.action_type == "quest" and first.points == 50
+    assert first.rate is not None and first.rate.allowed and first.rate.remaining == 1
+    # A refused claim (another player's... here: a ticket already used) is charged all the same.
+    used = await store.claim(tickets[0], user, uuid.uuid4(), 30_000, {"quest": 5}, [tight, loose])
+    assert used.outcome == "used" and used.rate is not None and used.rate.remaining == 0
+    spent = await store.claim(tickets[1], user, uuid.uuid4(), 30_000, {"quest": 5}, [tight, loose])
+    assert spent.outcome == "rate_limited" and spent.rate is not None and not spent.rate.allowed
+    assert spent.rate.headers()["Retry-After"] == str(spent.rate.retry_after_s)
+    # Nothing was claimed (the ticket is still open, no cap slot taken) and the loose key was not
+    # charged by the refusal: two charges so far, three more fit in its burst.
+    assert await redis.hget(f"{prefix}:ticket:{tickets[1]}", "state") == b"open"
+    count, _ = await store.cap_usage(user, "quest", 0)
+    assert count == 1
+    assert [(await limiter.check([loose])).allowed for _ in range(4)] == [True, True, True, False]

@@ -292,6 +292,36 @@ async def test_a_burst_past_the_rate_limit_gets_429(rig: Any, audit: Any) -> Non
     assert (await rig.complete(victim.token, target["actionId"])).status_code == 202
 
 
+async def test_a_spent_rate_limit_answers_before_the_tickets_own_refusals(rig: Any, audit: Any) -> None:
+    """The rate limit is charged (and refuses) before the use case's own checks, on every way in: the
+    plain request (ingest's hot path, where the limit and the claim are one Redis script) and the
+    same request in a form the hot path hands to FastAPI (a charset parameter on its content type)."""
+    victim = rig.player("Spent")
+    target = await rig.start(victim)
+    burst = await asyncio.gather(
+        *(
+            rig.http.post("/api/v1/actions", json={"actionType": "trial"}, headers=victim.headers)
+            for _ in range(15)
+        )
+    )
+    assert 429 in {r.status_code for r in burst}
+    cases = [
+        ({"actionId": target["actionId"], "timestamp": "not a time"}, "application/json"),
+        ({"actionId": str(uuid.uuid4()), "timestamp": int(time.time())}, "application/json"),
+        ({"actionId": target["actionId"], "timestamp": "not a time"}, "application/json; charset=utf-8"),
+        ({"actionId": target["actionId"], "timestamp": int(time.time())}, "application/json"),
+    ]
+    for body, content_type in cases:
+        request_id = f"battery-spent-{uuid.uuid4().hex[:8]}"
+        headers = {**victim.headers, "Content-Type": content_type, "X-Request-ID": request_id}
+        response = await rig.http.post("/api/v1/score/update", content=json.dumps(body), headers=headers)
+        await refused(audit, response, 429, "rate_limited", request_id, victim.user_id)
+        assert response.headers["ratelimit-remaining"] == "0" and int(response.headers["retry-after"]) >= 1
+    # Nothing was claimed: once the limit allows it again, the ticket completes.
+    await asyncio.sleep(int(response.headers["retry-after"]) + 0.5)
+    assert (await rig.complete(victim.token, target["actionId"])).status_code == 202
+
+
 async def test_the_hourly_cap_gets_429_cap_reached(rig: Any, audit: Any) -> None:
     victim = rig.player("Victim")
     tickets = await asyncio.gather(*(rig.start(victim, "capped") for _ in range(3)))

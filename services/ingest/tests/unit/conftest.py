@@ -108,7 +108,7 @@ def build_harness(tmp_path: Path, **settings: Any) -> Harness:
         publisher=publisher,  # type: ignore[arg-type]
         client_ip=ClientIpResolver(s.trusted_proxies),
         redis=None,  # type: ignore[arg-type]
-        kafka=None,  # type: ignore[arg-type]
+        kafka=None,
     )
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest.test")
     return Harness(app, client, s, limiter, publisher, service)

@@ -122,7 +122,7 @@ async def test_an_audit_that_fails_never_turns_a_refusal_into_a_500(make_harness
     def broken(event: Any) -> None:
         raise RuntimeError("audit topic gone")
 
-    h.publisher.audit = broken  # type: ignore[method-assign]
+    h.publisher.audit = broken
 
     async def refuse() -> None:
         raise e.TicketExpired()

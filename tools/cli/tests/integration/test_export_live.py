@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]  # no stubs or py.typed
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from leaderboard.common.events import iso_ms, now_ms

@@ -22,7 +22,8 @@ CLI = [sys.executable, "-m", "leaderboard.cli"]
 
 
 def descendants(pid: int) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
+    children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+    return children
 
 
 def all_gone(procs: list[psutil.Process], timeout: float = 20) -> bool:

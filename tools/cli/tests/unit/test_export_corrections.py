@@ -24,10 +24,10 @@ def common(at: datetime) -> dict[str, object]:
 def test_corrections_in_range_become_rows_naming_what_why_and_who(tmp_path: Path) -> None:
     action = uuid.uuid4()
     records = [
-        ActionVoided(action_id=action, **common(T0 + timedelta(minutes=1))),  # type: ignore[arg-type]
-        UserActionsRestored(**common(T0 + timedelta(minutes=2))),  # type: ignore[arg-type]
-        UserRenamed(username="Reformed", **common(T0 + timedelta(minutes=3))),  # type: ignore[arg-type]
-        UserRenamed(username="Later", **common(T0 + timedelta(hours=2))),  # type: ignore[arg-type]
+        ActionVoided(action_id=action, **common(T0 + timedelta(minutes=1))),
+        UserActionsRestored(**common(T0 + timedelta(minutes=2))),
+        UserRenamed(username="Reformed", **common(T0 + timedelta(minutes=3))),
+        UserRenamed(username="Later", **common(T0 + timedelta(hours=2))),
     ]
     selection, totals = Selection(T0, T0 + timedelta(hours=1)), Totals()
     rows = [row for i, c in enumerate(records) for row in rows_of(c.to_bytes(), 0, i, selection, totals)]

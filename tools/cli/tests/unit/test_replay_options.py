@@ -19,7 +19,7 @@ from leaderboard.scorer.settings import ScorerSettings
 
 
 def test_a_side_replay_has_its_own_schema_and_prefix() -> None:
-    live = ScorerSettings(_env_file=None, redis_prefix="lb")  # type: ignore[call-arg]
+    live = ScorerSettings(_env_file=None, redis_prefix="lb")
     side = side_settings(live, "side")
     assert (side.postgres_schema, side.redis_prefix) == ("side", "lb.side")
     assert (live.postgres_schema, live.redis_prefix) == (None, "lb")
