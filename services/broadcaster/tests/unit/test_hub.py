@@ -92,7 +92,7 @@ async def test_stuck_client_is_dropped_without_delaying_others() -> None:
     await settle()
     assert fine.versions == [1, 2]
     await asyncio.wait_for(tasks[0], 2)  # the stuck writer gives up on its own
-    assert stuck.client.closed.is_set() and DROPPED._value.get() == dropped + 1
+    assert stuck.client.closed and DROPPED._value.get() == dropped + 1
     hub.detach(fine.client)
     await tasks[1]
 
@@ -156,9 +156,9 @@ async def test_fanout_delay_times_live_changes_not_the_snapshot_a_client_joins_w
     hub = Hub(history_size=8, send_timeout=5)
     hub.publish(state(1))
     r = Recorder(hub)
+    observed, sent = fanout_count(), SENT._value.get()
     hub.attach(r.client)  # starts from the state the hub already holds: not a fan-out
     task = asyncio.create_task(r.client.run())
-    observed, sent = fanout_count(), SENT._value.get()
     await settle()
     assert r.versions == [1] and fanout_count() == observed and SENT._value.get() == sent + 1
     hub.publish(state(2))  # a change fanned out now
@@ -190,3 +190,29 @@ async def test_a_client_gets_the_empty_board_at_once_then_the_first_state_withou
         kinds = [(f["type"], f["epoch"], f["version"]) for f in r.frames]
         assert kinds[-2:] == [("snapshot", "e1", 0), ("update", "e1", 1)]
         assert r.frames[-1]["changed"] == ["a"]
+
+
+async def test_fan_out_writes_in_publish_itself_with_no_task_per_client() -> None:
+    """The broadcast guide's pattern: a socket that takes the frame gets it during ``publish``;
+    only a client whose send has to wait gets a task, and it leaves the others unaffected."""
+    hub = Hub(history_size=8, send_timeout=5)
+    hub.publish(state(1))
+    tasks_before = len(asyncio.all_tasks())
+    fast = [Recorder(hub) for _ in range(50)]
+    slow = Recorder(hub, delay=0.05)
+    for r in [*fast, slow]:
+        hub.attach(r.client)
+    assert all(r.versions == [1] for r in fast)  # the snapshot is written on attach, no waiting
+    assert len(asyncio.all_tasks()) == tasks_before + 1  # the slow client's pending send alone
+    hub.publish(state(2))
+    assert all(r.versions == [1, 2] for r in fast)  # written inside publish
+    assert len(asyncio.all_tasks()) == tasks_before + 1
+    for _ in range(100):
+        if slow.versions == [1, 2]:
+            break
+        await asyncio.sleep(0.01)
+    assert slow.versions == [1, 2]
+    for r in [*fast, slow]:
+        hub.detach(r.client)
+    await settle()
+    assert len(asyncio.all_tasks()) == tasks_before

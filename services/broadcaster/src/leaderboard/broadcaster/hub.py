@@ -86,22 +86,60 @@ diff = changed_entries  # the one rank diff (``leaderboard.common.ranking``), pe
 
 
 class Client:
-    """One subscriber. ``send`` writes one text frame (WebSocket or SSE)."""
+    """One subscriber. ``send`` writes one text frame (WebSocket or SSE).
+
+    No task per client: a frame is written at once, inside :meth:`Hub.publish` (the broadcast
+    guide's ``broadcast()``: a non-blocking write per connection). ``send`` is a coroutine that
+    completes without suspending while the socket takes data (uvicorn's ``send`` only waits when the
+    transport's buffer is past its high-water mark), so it is driven synchronously; only when it
+    does suspend (a slow peer) does the rest of it get a task, bounded by ``send_timeout``, and the
+    states published meanwhile wait in the one-slot mailbox, coalesced to the latest.
+    ``on_close`` is called once when the client is dropped, gone or detached.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_closed",
+        "_next",
+        "_next_kind",
+        "_next_live",
+        "_send",
+        "_waiter",
+        "board",
+        "hub",
+        "last",
+        "on_close",
+        "transport",
+    )
 
     def __init__(
-        self, hub: Hub, board: str, send: Callable[[str, BoardState, str], Awaitable[None]], transport: str
+        self,
+        hub: Hub,
+        board: str,
+        send: Callable[[str, BoardState, str], Awaitable[None]],
+        transport: str,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.hub, self.board, self._send, self.transport = hub, board, send, transport
         self.last: BoardState | None = None
         self._next: BoardState | None = None
         self._next_kind = "update"
         self._next_live = True
-        self._wake = asyncio.Event()
-        self.closed = asyncio.Event()
+        self._busy: asyncio.Task[None] | None = None  # a send that had to wait for the peer
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.on_close = on_close
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def offer(self, state: BoardState, kind: str = "update", live: bool = True) -> None:
-        """Put ``state`` in the one-slot mailbox. ``live``: a change being fanned out now (timed by
-        the fan-out histogram), rather than the state a (re)connecting client starts from."""
+        """Put ``state`` in the one-slot mailbox and write it now unless a send is still pending.
+        ``live``: a change being fanned out now (timed by the fan-out histogram), rather than the
+        state a (re)connecting client starts from."""
+        if self._closed:
+            return
         self._next_live = live
         if self._next is not None:
             COALESCED.inc()
@@ -110,47 +148,102 @@ class Client:
         else:
             self._next_kind = kind
         self._next = state
-        self._wake.set()
+        if self._busy is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what the mailbox holds; hand the rest of a send that suspends to a task."""
+        while not self._closed and self._next is not None:
+            state, kind, live = self._next, self._next_kind, self._next_live
+            self._next = None
+            if self.last is not None and kind == "update" and state.epoch != self.last.epoch:
+                kind = "snapshot"
+            if kind == "update" and self.last is not None and state.version <= self.last.version:
+                continue  # never an older or repeated state
+            if kind == "snapshot" or self.last is None:
+                text, kind = state.snapshot, "snapshot"
+            else:
+                text = self.hub.update_frame(self.last, state)
+            coro = self._send(text, state, kind)
+            try:
+                waiting = coro.send(None)  # type: ignore[attr-defined]
+            except StopIteration:
+                self._sent(state, live)
+                continue
+            except Exception as exc:  # the peer went away mid-frame
+                log.debug("%s client gone: %s", self.transport, exc)
+                self.close()
+                return
+            self._busy = asyncio.get_running_loop().create_task(self._finish(coro, waiting, state, live))
+            return
+
+    async def _finish(self, coro: Any, waiting: Any, state: BoardState, live: bool) -> None:
+        """The rest of a send that suspended: drive it to its end within ``send_timeout``."""
+        try:
+            async with asyncio.timeout(self.hub.send_timeout):
+                while True:
+                    if waiting is None:
+                        await asyncio.sleep(0)
+                    else:
+                        # What a task does with a future its coroutine yields: take it over, wait.
+                        waiting._asyncio_future_blocking = False
+                        with contextlib.suppress(Exception):
+                            await waiting  # its outcome reaches the send when resumed
+                    try:
+                        waiting = coro.send(None)
+                    except StopIteration:
+                        break
+        except TimeoutError:
+            coro.close()
+            DROPPED.inc()
+            log.info(
+                "dropping a %s client that did not take a frame within %.0fs",
+                self.transport,
+                self.hub.send_timeout,
+            )
+            self.close()
+            return
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        except Exception as exc:  # the peer went away mid-frame
+            log.debug("%s client gone: %s", self.transport, exc)
+            self.close()
+            return
+        self._busy = None
+        self._sent(state, live)
+        self._flush()
+
+    def _sent(self, state: BoardState, live: bool) -> None:
+        self.last = state
+        SENT.inc()
+        if live:
+            FANOUT.observe(time.monotonic() - state.received)
+
+    def close(self) -> None:
+        """Stop writing (idempotent): cancels a pending send and calls ``on_close`` once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._next = None
+        busy, self._busy = self._busy, None
+        if busy is not None and busy is not asyncio.current_task():
+            busy.cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if self.on_close is not None:
+            try:
+                self.on_close()
+            except Exception:  # one broken callback must not stop a fan-out
+                log.exception("closing a %s client failed", self.transport)
 
     async def run(self) -> None:
-        """The writer loop; returns when the client is dropped or closed."""
-        try:
-            while not self.closed.is_set():
-                await self._wake.wait()
-                self._wake.clear()
-                state, kind, live = self._next, self._next_kind, self._next_live
-                self._next = None
-                if state is None:
-                    continue
-                if self.last is not None and kind == "update" and state.epoch != self.last.epoch:
-                    kind = "snapshot"
-                if kind == "update" and self.last is not None and state.version <= self.last.version:
-                    continue  # never an older or repeated state
-                if kind == "snapshot" or self.last is None:
-                    text, kind = state.snapshot, "snapshot"
-                else:
-                    text = self.hub.update_frame(self.last, state)
-                try:
-                    # asyncio.timeout, not wait_for: no extra task per frame and client.
-                    async with asyncio.timeout(self.hub.send_timeout):
-                        await self._send(text, state, kind)
-                except TimeoutError:
-                    DROPPED.inc()
-                    log.info(
-                        "dropping a %s client that did not take a frame within %.0fs",
-                        self.transport,
-                        self.hub.send_timeout,
-                    )
-                    return
-                except Exception as exc:  # the peer went away mid-frame: the endpoint cleans up
-                    log.debug("%s client gone: %s", self.transport, exc)
-                    return
-                self.last = state
-                SENT.inc()
-                if live:
-                    FANOUT.observe(time.monotonic() - state.received)
-        finally:
-            self.closed.set()
+        """Wait until the client is closed (dropped, gone or detached)."""
+        if self._closed:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)
 
 
 class Hub:
@@ -230,8 +323,7 @@ class Hub:
             client.offer(cur, "snapshot", live=False)
 
     def detach(self, client: Client) -> None:
-        client.closed.set()
-        client._wake.set()
+        client.close()
         with contextlib.suppress(KeyError):
             self.clients[client.board].remove(client)
             CLIENTS.labels(client.transport).dec()

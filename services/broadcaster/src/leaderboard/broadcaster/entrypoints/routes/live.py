@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -84,42 +83,54 @@ def close_frame(idle: bool, retry_ms: int | None) -> tuple[int, str]:
 
 
 async def serve(websocket: WebSocket, p: Ports, a: Admission) -> None:
-    """An admitted client: accept, subscribe to the hub, and run until one side ends it."""
+    """An admitted client: accept, subscribe to the hub, and read until one side ends it.
+
+    One task per connection, the one the server runs this endpoint in: frames are written by the
+    hub's fan-out (no writer task) and this task is the reader. The drain, or the hub dropping a
+    client that cannot keep up, ends the read by cancelling this task with a reason."""
     await websocket.accept()
     await service.catch_up(p, a.board, a.epoch, a.since)
+    me = asyncio.current_task()
+    assert me is not None
+    ending: list[int | None] = []  # why the read was interrupted: a drain's retry delay, or None
+    reading = True
+
+    def end(retry_ms: int | None) -> None:
+        if reading and not ending:
+            ending.append(retry_ms)
+            me.cancel()
 
     async def send(text: str, state: BoardState, kind: str) -> None:
         await websocket.send_text(text)
 
-    client = Client(p.hub, a.board, send, "ws")
-    leaving: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    unsubscribe = p.drain.subscribe(lambda ms: None if leaving.done() else leaving.set_result(ms))
-    p.hub.attach(client, a.epoch, a.since)
-    writer = asyncio.create_task(client.run())
-    reader = asyncio.create_task(_listen(websocket, p.settings.ws_idle_timeout_s))
+    client = Client(p.hub, a.board, send, "ws", on_close=lambda: end(None))
+    idle = False
+    unsubscribe = p.drain.subscribe(end)
     try:
-        ends: set[asyncio.Future[Any]] = {writer, reader, leaving}
-        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        p.hub.attach(client, a.epoch, a.since)
+        idle = await _listen(websocket, p.settings.ws_idle_timeout_s)
+    except asyncio.CancelledError:
+        if not ending:
+            raise  # the server's own cancellation
+        me.uncancel()
     finally:
+        reading = False
         unsubscribe()
         p.hub.detach(client)
-        for task in (writer, reader):
-            task.cancel()
-        results = await asyncio.gather(writer, reader, return_exceptions=True)
-        code, reason = close_frame(results[1] is True, leaving.result() if leaving.done() else None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(code=code, reason=reason), CLOSE_WAIT_S)
+    code, reason = close_frame(idle, ending[0] if ending else None)
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await websocket.close(code=code, reason=reason)
 
 
 async def _listen(websocket: WebSocket, idle_timeout: float) -> bool:
     """Read what the client sends, so that a close or a dead peer is noticed, and answer the page's
     heartbeat (``{"type": "ping"}`` -> ``{"type": "pong"}``: browsers cannot see protocol pongs, so
-    this is how the page tells a live socket from a half-open one). True when idle too long."""
+    this is how the page tells a live socket from a half-open one). True when idle too long.
+    ``asyncio.timeout``, not ``wait_for``: no extra task per message."""
     while True:
         try:
-            if idle_timeout > 0:
-                message = await asyncio.wait_for(websocket.receive(), idle_timeout)
-            else:
+            async with asyncio.timeout(idle_timeout if idle_timeout > 0 else None):
                 message = await websocket.receive()
         except TimeoutError:
             return True
@@ -129,7 +140,8 @@ async def _listen(websocket: WebSocket, idle_timeout: float) -> bool:
             return False
         if message.get("text") and '"ping"' in message["text"]:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.send_text('{"type":"pong"}'), 5)
+                async with asyncio.timeout(5):
+                    await websocket.send_text('{"type":"pong"}')
 
 
 @router.websocket("/{path:path}")

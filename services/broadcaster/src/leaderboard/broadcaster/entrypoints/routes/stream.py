@@ -26,7 +26,7 @@ RETRY_MS = 2000  # the EventSource's reconnect delay after a dropped connection
 
 
 class SseStream:
-    """One subscriber's stream: a one-slot outbox the hub's writer fills, keep-alive comments while
+    """One subscriber's stream: a one-slot outbox the hub fills as it fans out, keep-alive comments while
     nothing changes, and a final ``retry:`` when the instance drains."""
 
     def __init__(self, p: Ports, board: str, epoch: str | None, since: int | None) -> None:
@@ -48,10 +48,9 @@ class SseStream:
         hub, keepalive = self.p.hub, self.p.settings.sse_keepalive_s
         hub.attach(self.client, self.epoch, self.since)
         unsubscribe = self.p.drain.subscribe(self.leave)
-        writer = asyncio.create_task(self.client.run())
         try:
             yield f"retry: {RETRY_MS}\n\n"
-            while not self.client.closed.is_set() and self.final is None:
+            while not self.client.closed and self.final is None:
                 try:
                     chunk = await asyncio.wait_for(self.outbox.get(), keepalive)
                 except TimeoutError:
@@ -63,7 +62,6 @@ class SseStream:
         finally:
             unsubscribe()
             hub.detach(self.client)
-            writer.cancel()
 
 
 @router.get("/api/v1/leaderboard/stream", responses={200: {"content": {"text/event-stream": {}}}})
