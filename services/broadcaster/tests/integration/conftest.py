@@ -101,6 +101,16 @@ def make_top(version: int, size: int = 10, name_len: int = 12) -> list[RankedEnt
     ]
 
 
+def as_clients_see_it(top: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scorer's top as frames and pages carry it: each entry with its ``sharedRank`` (issue 10;
+    equal scores share the rank of the first of them)."""
+    out = []
+    for i, e in enumerate(top):
+        first = next(j for j in range(i + 1) if top[j]["score"] == e["score"])
+        out.append({**e, "sharedRank": top[first]["rank"]})
+    return out
+
+
 @dataclass
 class ChangeProducer:
     """Publishes BoardChanged to the namespace's changes topic, as the scorer does."""
@@ -131,7 +141,9 @@ class ChangeProducer:
         for _ in range(count):
             self.version += 1
             event = self.change(self.version, size, name_len)
-            self.tops[self.version] = json.loads(event.model_dump_json(by_alias=True))["top"]
+            self.tops[self.version] = as_clients_see_it(
+                json.loads(event.model_dump_json(by_alias=True))["top"]
+            )
             futures.append(await self.producer.send(self.topic, event.to_bytes(), key=self.board.encode()))
         await asyncio.gather(*futures)
         return self.version

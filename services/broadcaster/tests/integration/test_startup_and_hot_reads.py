@@ -119,7 +119,8 @@ async def test_top_reads_come_from_the_hub_with_the_versions_etag(broadcasters: 
         same = await client.get("/api/v1/leaderboard", headers={"If-None-Match": etag})
         assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
         scores = await client.get("/scores")
-        assert scores.json() == top and scores.headers["etag"] == etag
+        seed_004 = [{k: e[k] for k in ("rank", "userId", "username", "score")} for e in top]  # its 4 fields
+        assert scores.json() == seed_004 and scores.headers["etag"] == etag
         # A new version moves the ETag: a client holding the old one gets the new body.
         newer = await producer.publish()
 

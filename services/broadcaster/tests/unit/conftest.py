@@ -13,11 +13,13 @@ from redis.asyncio import Redis
 from leaderboard.broadcaster.adapters.changes import ChangeFeed
 from leaderboard.broadcaster.adapters.reads import BoardReader
 from leaderboard.broadcaster.bootstrap import Ports
+from leaderboard.broadcaster.domain import BoardPeriods
 from leaderboard.broadcaster.drain import Drain
 from leaderboard.broadcaster.hub import Hub
 from leaderboard.broadcaster.policy import ConnectionCounter, OriginPolicy
 from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.auth import TokenVerifier, ensure_dev_keys
+from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.web import ClientIpResolver
 
 MakePorts = Callable[..., Ports]
@@ -37,6 +39,8 @@ async def make_ports(keys_dir: Path) -> AsyncIterator[MakePorts]:
         s = BroadcasterSettings(
             **{"dev_mode": True, "keys_dir": keys_dir, "redis_url": "redis://127.0.0.1:1/0", **settings}
         )
+        periods = BoardPeriods(BoardCatalog.load(s.boards_file), s.served_boards())
+        s = s.model_copy(update={"boards": list(periods.ids)})  # as bootstrap serves the catalog
         redis = Redis.from_url(s.redis_url, socket_connect_timeout=1)
         clients.append(redis)
         reader = BoardReader(redis, s.redis_prefix)
@@ -46,12 +50,13 @@ async def make_ports(keys_dir: Path) -> AsyncIterator[MakePorts]:
             redis=redis,
             reader=reader,
             hub=hub,
-            feed=ChangeFeed(s, "changes", s.boards, hub, reader, s.reconcile_interval_s),
+            feed=ChangeFeed(s, "changes", s.boards, hub, reader, s.reconcile_interval_s, periods),
             verifier=TokenVerifier(s) if verify else None,
             origins=OriginPolicy(s.ws_allowed_origins),
             per_ip=ConnectionCounter(s.ws_max_per_ip),
             client_ip=ClientIpResolver(s.trusted_proxies),
             drain=Drain(s.drain_retry_ms, s.drain_timeout_s),
+            periods=periods,
         )
 
     yield make

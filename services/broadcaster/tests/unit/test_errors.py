@@ -36,6 +36,26 @@ CASES: list[tuple[domain.DomainError, Answer, str]] = [
         Answer(404, "not_found"),
         "user u-1 has no score on board 'global'",
     ),
+    (
+        domain.UnknownPeriod("daily", "2026-W47"),
+        Answer(404, "not_found"),
+        "period '2026-W47' is not a period of board 'daily'",
+    ),
+    (
+        domain.UnknownPeriod("daily", "2999-01-01", started=False),
+        Answer(404, "not_found"),
+        "period '2999-01-01' of board 'daily' has not started",
+    ),
+    (
+        domain.UnknownPeriod("cup", None),
+        Answer(404, "not_found"),
+        "board 'cup' has no current period; name one with period=",
+    ),
+    (
+        domain.ArchiveUnavailable("ConnectionRefusedError"),
+        Answer(503, "unavailable", {"Retry-After": "5"}),
+        "past periods cannot be read now (ConnectionRefusedError); try again later",
+    ),
     (domain.NoSuchSocket(), Answer(404, "not_found"), "no WebSocket endpoint here; use /ws/leaderboard"),
     (domain.Invalid("since", "must lie in 0..9"), Answer(422, "invalid"), "field 'since': must lie in 0..9"),
     (

@@ -24,6 +24,32 @@ class UnknownBoard(DomainError):
         self.board = board
 
 
+class UnknownPeriod(DomainError):
+    """A ``period`` that is malformed, names no period of the board, or has not started; with no
+    period, a season board between its seasons."""
+
+    SHOWN = 64
+
+    def __init__(self, board: str, period: str | None, started: bool = True) -> None:
+        if period is None:
+            super().__init__(f"board '{board}' has no current period; name one with period=")
+        else:
+            shown = period if len(period) <= self.SHOWN else period[: self.SHOWN] + "…"
+            if started:
+                super().__init__(f"period '{shown}' is not a period of board '{board}'")
+            else:
+                super().__init__(f"period '{shown}' of board '{board}' has not started")
+        self.board, self.period = board, period
+
+
+class ArchiveUnavailable(DomainError):
+    """A past period Redis no longer holds, and Postgres (which keeps every period) does not answer."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"past periods cannot be read now ({why}); try again later")
+        self.why = why
+
+
 class UserNotRanked(DomainError):
     def __init__(self, user_id: str, board: str) -> None:
         super().__init__(f"user {user_id} has no score on board '{board}'")

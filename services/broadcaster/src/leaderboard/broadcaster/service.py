@@ -1,15 +1,29 @@
-"""The broadcaster's use cases: read a page, a user's rank, and bring the hub up to a resuming
-client's version. They take the ports and raise domain exceptions (``errors.py``), never HTTP ones.
+"""The broadcaster's use cases: read a page of a board's period, a user's rank, the ranks of a list of
+users, and bring the hub up to a resuming client's version. They take the ports and raise domain
+exceptions (``errors.py``), never HTTP ones.
+
+Where a read comes from (issue 10): the current period and the past periods the board still keeps
+are in Redis; a past period Redis no longer holds (or lost) is read from Postgres (``Archive``).
+Entry metadata is only in Postgres: a read served from Redis takes it from there by primary key, and
+serves the entries without it (logged) when Postgres does not answer within
+:data:`METADATA_TIMEOUT_S`, and then for :data:`METADATA_PAUSE_S` does not ask (so a Postgres outage
+costs the hot read path one timeout, not one per board version): the live board never depends on
+Postgres.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from leaderboard.broadcaster.adapters.reads import Meta, Page
-from leaderboard.broadcaster.errors import UnknownBoard, UserNotRanked
+from leaderboard.broadcaster.adapters.archive import Archive
+from leaderboard.broadcaster.adapters.reads import NOT_RANKED, Around, Meta, Page
+from leaderboard.broadcaster.domain import Resolved
+from leaderboard.broadcaster.errors import ArchiveUnavailable, UserNotRanked
 
 if TYPE_CHECKING:
     from leaderboard.broadcaster.bootstrap import Ports
@@ -17,30 +31,104 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EMPTY = Page(Meta("", 0, 0, []), 0, [])  # a configured board nobody has scored on yet
 CATCH_UP_S = 2.0  # a resuming client waits at most this long for Redis before it gets what we hold
+METADATA_TIMEOUT_S = 1.0  # a page read from Redis waits at most this long for its entries' metadata
+ARCHIVE_TIMEOUT_S = 10.0
+METADATA_PAUSE_S = 5.0  # after a failed metadata read, reads skip metadata this long
+WARN_EVERY_S = 60.0
+_last_warning = 0.0
+_metadata_paused_until = 0.0
+T = TypeVar("T")
 
 
-async def board_page(p: Ports, board: str, page: int, limit: int, descending: bool) -> Page:
-    """One page; ranks are absolute. A configured board with no score yet is empty, not unknown."""
-    result = await p.reader.page(board, (page - 1) * limit, limit, descending)
-    if result is None:
-        if board not in p.settings.boards:
-            raise UnknownBoard(board)
-        return EMPTY
-    return result
+def _archive(p: Ports) -> Archive:
+    if p.archive is None:
+        raise ArchiveUnavailable("no Postgres is configured")
+    return p.archive
 
 
-async def user_rank(p: Ports, board: str, user_id: str, around: int) -> dict[str, Any]:
-    """The user's entry with ``around`` neighbours either side."""
-    for _ in range(3):  # the user's entry can move between the reads; try again
-        found = await p.reader.around(board, user_id, around)
+async def _archived(call: Awaitable[T]) -> T:
+    """An archive read; Postgres not answering (down, not migrated yet, too slow) is a 503."""
+    try:
+        return await asyncio.wait_for(call, ARCHIVE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("archive read failed: %s", exc)
+        raise ArchiveUnavailable(type(exc).__name__) from None
+
+
+async def with_metadata(
+    p: Ports, board: str, period: str, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``entries`` with the ``metadata`` of those whose entry has some (best effort, see the module)."""
+    global _last_warning, _metadata_paused_until
+    if p.archive is None or not entries or time.monotonic() < _metadata_paused_until:
+        return entries
+    try:
+        found = await asyncio.wait_for(
+            p.archive.metadata(board, period, [e["userId"] for e in entries]), METADATA_TIMEOUT_S
+        )
+    except Exception as exc:
+        _metadata_paused_until = time.monotonic() + METADATA_PAUSE_S
+        if time.monotonic() - _last_warning > WARN_EVERY_S:
+            _last_warning = time.monotonic()
+            log.warning("entries served without metadata: Postgres did not answer (%s)", exc)
+        return entries
+    return [{**e, "metadata": found[e["userId"]]} if e["userId"] in found else e for e in entries]
+
+
+async def board_page(
+    p: Ports, board: str, page: int, limit: int, descending: bool, period: str | None = None
+) -> tuple[Resolved, Page]:
+    """One page of the board's current period or of ``period``; ranks are absolute. The current
+    period with no score yet is empty, not unknown."""
+    r = p.periods.resolve(board, period)
+    offset = (page - 1) * limit
+    if r.kept:
+        found = await p.reader.page(
+            board, offset, limit, descending, period=r.period.id, ascending=r.spec.ascending
+        )
         if found is not None:
-            _meta, me, neighbours = found
-            return {**me, "neighbours": neighbours}
-        if await p.reader.meta(board) is None:
-            raise UnknownBoard(board)
-        if await p.reader.redis.hget(p.reader.keys(board).members, user_id) is None:
-            break
-    raise UserNotRanked(user_id, board)
+            entries = await with_metadata(p, board, r.period.id, found.entries)
+            return r, replace(found, entries=entries)
+        if r.current:
+            return r, EMPTY
+    return r, await _archived(_archive(p).page(board, r.period.id, offset, limit, descending))
+
+
+async def user_rank(
+    p: Ports, board: str, user_id: str, around: int, period: str | None = None
+) -> tuple[Resolved, dict[str, Any]]:
+    """The user's entry with ``around`` neighbours either side."""
+    r = p.periods.resolve(board, period)
+    if r.kept:
+        found = await p.reader.around(board, user_id, around, r.period.id, r.spec.ascending)
+        if isinstance(found, Around):
+            entries = await with_metadata(p, board, r.period.id, [found.me, *found.neighbours])
+            return r, {**entries[0], "neighbours": entries[1:]}
+        if found == NOT_RANKED or r.current:
+            raise UserNotRanked(user_id, board)
+    archived = await _archived(_archive(p).around(board, r.period.id, user_id, around))
+    if archived is None:
+        raise UserNotRanked(user_id, board)
+    _meta, me, neighbours = archived
+    return r, {**me, "neighbours": neighbours}
+
+
+async def ranks(
+    p: Ports, board: str, users: list[str], period: str | None = None
+) -> tuple[Resolved, Page, list[str]]:
+    """The entries of ``users`` on the board, in board order, and the users without one."""
+    r = p.periods.resolve(board, period)
+    found: Page | None = None
+    if r.kept:
+        found = await p.reader.ranks(board, users, r.period.id, r.spec.ascending)
+        if found is not None:
+            found = replace(found, entries=await with_metadata(p, board, r.period.id, found.entries))
+        elif r.current:
+            found = EMPTY
+    if found is None:
+        found = await _archived(_archive(p).ranks(board, r.period.id, users))
+    ranked = {e["userId"] for e in found.entries}
+    return r, found, [u for u in users if u not in ranked]
 
 
 async def catch_up(p: Ports, board: str, epoch: str | None, since: int | None) -> None:

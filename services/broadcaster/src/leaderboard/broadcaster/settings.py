@@ -5,12 +5,25 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from leaderboard.common.boardkeys import DEFAULT_BOARD
+from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.settings import HttpServiceSettings
 
 
 class BroadcasterSettings(HttpServiceSettings):
     port: int = 8090
-    boards: list[str] = Field(default_factory=lambda: [DEFAULT_BOARD])
+    boards: list[str] = Field(
+        default_factory=lambda: [DEFAULT_BOARD],
+        description="The boards this instance serves. Unset: every board of the board catalog "
+        "(LEADERBOARD_BOARDS_FILE); set: only these, each of which the catalog must define.",
+    )
+    postgres_pool_size: int = Field(
+        4, ge=1, le=100, description="Connections for archive reads (past periods) and entry metadata."
+    )
+    clock_offset_s: float = Field(
+        0.0,
+        description="Test hook: this instance's clock runs this many seconds ahead (negative: behind) "
+        "of the system clock when it decides which period of a windowed board is current.",
+    )
     read_requires_token: bool = False
     ws_allowed_origins: list[str] | None = Field(
         None,
@@ -53,6 +66,25 @@ class BroadcasterSettings(HttpServiceSettings):
         description="How long the drain waits for live clients to go before the server stops anyway "
         "(uvicorn's own graceful timeout follows).",
     )
+
+    @model_validator(mode="after")
+    def _known_boards(self) -> BroadcasterSettings:
+        try:  # a catalog that does not load stops the start, with its message
+            catalog = BoardCatalog.load(self.boards_file)
+        except OSError as exc:
+            raise ValueError(f"LEADERBOARD_BOARDS_FILE: {exc}") from None
+        if "boards" in self.model_fields_set:
+            missing = [b for b in self.boards if catalog.get(b) is None]
+            if missing:
+                raise ValueError(
+                    f"LEADERBOARD_BOARDS names {', '.join(map(repr, missing))}, which the board catalog "
+                    "does not define (LEADERBOARD_BOARDS_FILE)"
+                )
+        return self
+
+    def served_boards(self) -> list[str] | None:
+        """The ``boards`` setting when it was given (a filter on the catalog), else None: all of it."""
+        return self.boards if "boards" in self.model_fields_set else None
 
     @model_validator(mode="after")
     def _require_origins(self) -> BroadcasterSettings:

@@ -11,6 +11,15 @@ first): the feed creates them itself (``ensure_topics``, idempotent), and while 
 partitions are unknown it asks the consumer's own client to track the topic and refresh its
 metadata. ``consumer.topics()`` would not do: it fetches metadata without adopting it, so the
 consumer would learn of the topic only at aiokafka's periodic refresh (5 minutes).
+
+Periods (issue 10): the hub holds one state per board, the board's current period
+(``domain.BoardPeriods``). An announcement of another period is ignored (a late one after a
+rollover; past periods are read over REST), an announcement of a later period moves the board to it
+(the scorer rolled over: its new epoch reaches live clients as a snapshot). The reconciliation also
+reads each windowed board's ``current-period`` key, so an instance that missed the rollover's
+announcement follows the scorer too. :attr:`ChangeFeed.following` says which period the hub's state
+of a board belongs to (the hot read path checks it). Entries get ``sharedRank`` here, once per
+change, so every frame and hub-served page carries it.
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from leaderboard.broadcaster.adapters.reads import BoardReader
+from leaderboard.broadcaster.domain import BoardPeriods, with_shared_ranks
 from leaderboard.broadcaster.hub import BoardState, Hub
+from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.events import decode_board_changed
 from leaderboard.common.kafka import ensure_topics, new_consumer
 from leaderboard.common.settings import CommonSettings
@@ -39,9 +50,12 @@ class ChangeFeed:
         hub: Hub,
         reader: BoardReader,
         reconcile_interval_s: float,
+        periods: BoardPeriods | None = None,
     ) -> None:
         self.settings, self.topic, self.boards, self.hub, self.reader = settings, topic, boards, hub, reader
         self.reconcile_interval_s = reconcile_interval_s
+        self.periods = periods or BoardPeriods(BoardCatalog.load(settings.boards_file), boards)
+        self.following: dict[str, tuple[str, str]] = {}  # board -> (epoch, period) of the hub's state
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -98,18 +112,38 @@ class ChangeFeed:
         except (ValueError, ValidationError) as exc:
             log.warning("ignoring an undecodable board change: %s", exc)
             return
-        if change.board not in self.boards:
+        if change.board not in self.boards or not self.periods.observe(change.board, change.period):
             return
-        top = [e.model_dump(mode="json", by_alias=True) for e in change.top]
-        self.hub.publish(BoardState(change.board, change.epoch, change.version, top))
+        top = with_shared_ranks([e.model_dump(mode="json", by_alias=True) for e in change.top])
+        self._publish(BoardState(change.board, change.epoch, change.version, top), change.period)
+
+    def _publish(self, state: BoardState, period: str) -> bool:
+        adopted = self.hub.publish(state)
+        if adopted:
+            self.following[state.board] = (state.epoch, period)
+        return adopted
+
+    def period_of(self, state: BoardState) -> str | None:
+        """The period the hub's ``state`` belongs to (None: not one this feed published)."""
+        epoch, period = self.following.get(state.board, ("", ""))
+        return period if epoch == state.epoch else None
 
     async def refresh(self, board: str) -> bool:
-        """Adopt Redis's state of ``board`` if it is newer than ours (Redis is written before the
-        change is published, so it is never behind the topic)."""
-        meta = await self.reader.meta(board)
+        """Adopt Redis's state of ``board``'s current period if it is newer than ours (Redis is
+        written before the change is published, so it is never behind the topic)."""
+        spec = self.periods.spec(board)
+        if spec.window != "all":
+            announced = await self.reader.current_period(board)
+            if announced is not None:
+                self.periods.observe(board, announced)
+        period = self.periods.current(board)
+        if period is None:
+            return False
+        meta = await self.reader.meta(board, period.id)
         if meta is None or not meta.top_known:
             return False
-        return self.hub.publish(BoardState(board, meta.epoch, meta.version, self.reader.top_entries(meta)))
+        top = self.reader.top_entries(meta, spec.ascending)
+        return self._publish(BoardState(board, meta.epoch, meta.version, top), period.id)
 
     async def _load_from_redis(self) -> None:
         for board in self.boards:

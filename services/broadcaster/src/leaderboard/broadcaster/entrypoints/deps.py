@@ -68,6 +68,21 @@ def counted(field: str, minimum: int = 0, maximum: int = 10**18 - 1) -> BeforeVa
 Board = Annotated[
     str, Query(pattern=BOARD_PATTERN, description=f"Board name; `{DEFAULT_BOARD}` is the all-time board.")
 ]
+PeriodId = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="A past period of a windowed board: `2026-11-23` (daily), `2026-W47` (weekly), "
+        "`2026-11` (monthly) or a season's id; the current period when absent.",
+    ),
+]
+UsersList = Annotated[
+    str,
+    Query(
+        max_length=4000,
+        description="Up to 100 comma-separated user ids (UUIDs).",
+    ),
+]
 Epoch = Annotated[str | None, Query(max_length=EPOCH_MAX, description="The epoch of the version in `since`.")]
 PageNo = Annotated[int, counted("page", 1, 1_000_000), Query(ge=1, le=1_000_000)]
 Limit = Annotated[int, counted("limit", 1, 100), Query(ge=1, le=100)]

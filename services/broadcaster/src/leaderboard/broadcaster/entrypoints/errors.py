@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from leaderboard.broadcaster.errors import (
+    ArchiveUnavailable,
     DomainError,
     Draining,
     Invalid,
@@ -25,6 +26,7 @@ from leaderboard.broadcaster.errors import (
     TooManyFromAddress,
     Unauthenticated,
     UnknownBoard,
+    UnknownPeriod,
     UserNotRanked,
     VerifierUnavailable,
 )
@@ -47,10 +49,12 @@ def _retry_after_s(seconds: float) -> dict[str, str]:
 
 ERROR_MAP: dict[type[DomainError], Callable[[Any], Answer]] = {
     UnknownBoard: lambda e: Answer(404, "not_found"),
+    UnknownPeriod: lambda e: Answer(404, "not_found"),
     UserNotRanked: lambda e: Answer(404, "not_found"),
     NoSuchSocket: lambda e: Answer(404, "not_found"),
     Invalid: lambda e: Answer(422, "invalid"),
     Unauthenticated: lambda e: Answer(401, "unauthorized", {"WWW-Authenticate": "Bearer"}),
+    ArchiveUnavailable: lambda e: Answer(503, "unavailable", {"Retry-After": "5"}),
     VerifierUnavailable: lambda e: Answer(503, "unavailable", {"Retry-After": "60"}),
     OriginRefused: lambda e: Answer(403, "forbidden"),
     TooManyFromAddress: lambda e: Answer(429, "rate_limited", _retry_after_s(e.retry_after_s)),

@@ -14,7 +14,14 @@ carry X-Request-ID) and CORS. It answers only what it can answer exactly as the 
 ``routes/reads.py`` would; everything else goes on to FastAPI unchanged: another path or method, a
 query that is not plainly valid (the routes give the 422), a board without meta in Redis (the route
 answers it empty or 404), ``read_requires_token``, a cross-origin request when
-CORS is configured. The routes stay registered, so ``/openapi.json`` documents these reads as before.
+CORS is configured, a ``period=`` (past periods are the route's). The routes stay registered, so
+``/openapi.json`` documents these reads as before.
+
+Windowed boards (issue 10): the hub holds the state of the period the change feed follows; it is
+served only while that is the board's current period (``ChangeFeed.period_of``), so the moment a
+period rolls over, and until the scorer's new epoch arrives, pages go to Redis for the new period
+instead of serving the old one. The top's entries get their metadata from Postgres once per state
+(``service.with_metadata``); ``/scores`` keeps seed 004's four fields.
 
 Same answer as the routes: the body of ``LeaderboardPage`` (``total`` is the board's ZCARD, read
 once per version and at most once a second: the ``Cache-Control: max-age=1`` the answer carries
@@ -32,8 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from leaderboard.broadcaster import service
+from leaderboard.broadcaster.adapters.reads import Meta, Page
+from leaderboard.broadcaster.domain import Resolved
 from leaderboard.broadcaster.entrypoints.deps import BOARD_PATTERN
-from leaderboard.broadcaster.entrypoints.routes.reads import etag_for, not_modified
+from leaderboard.broadcaster.entrypoints.routes.reads import (
+    SCORES_FIELDS,
+    etag_for,
+    not_modified,
+    page_body,
+    page_etag,
+)
+from leaderboard.broadcaster.errors import DomainError
 from leaderboard.broadcaster.hub import BoardState
 from leaderboard.common.boardkeys import DEFAULT_BOARD, BoardKeys
 from leaderboard.common.params import BadNumber, parse_count
@@ -101,6 +118,7 @@ class TopReads:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._cache: dict[tuple[str, str, int, int], Encoded] = {}
+        self._tops: dict[str, tuple[BoardState, list[dict[str, Any]]]] = {}  # board -> top with metadata
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -133,8 +151,9 @@ class TopReads:
                 return None
             q = found
         within_top = q.descending and q.page * q.limit <= p.settings.board_top_n
-        state = p.hub.current(q.board) if q.board in p.settings.boards else None
-        if state is None or not within_top:
+        current = self._current(p, q.board)
+        state = current[1] if current is not None else None
+        if current is None or state is None or not within_top:
             return None if path == SCORES_PATH else await self._from_redis(p, q, within_top)
         key = (path, q.board, q.page, q.limit)
         cached = self._cache.get(key)
@@ -145,49 +164,59 @@ class TopReads:
             and (path == SCORES_PATH or now - cached.made < TOTAL_TTL_S)
         ):
             return cached
-        made = await self._encode(p, path, q, state, now)
+        made = await self._encode(p, path, q, current[0], state, now)
         if len(self._cache) > 256:
             self._cache.clear()
         self._cache[key] = made
         return made
 
-    async def _encode(self, p: Ports, path: str, q: Query, state: BoardState, now: float) -> Encoded:
-        etag = f'W/"{state.epoch}.{state.version}"'
+    @staticmethod
+    def _current(p: Ports, board: str) -> tuple[Resolved, BoardState | None] | None:
+        """The board's current period and the hub's state of it (None: not that period's state)."""
+        if board not in p.settings.boards:
+            return None
+        try:
+            r = p.periods.resolve(board)
+        except DomainError:
+            return None  # the route answers it
+        state = p.hub.current(board)
+        if state is not None and r.windowed and p.feed.period_of(state) != r.period.id:
+            state = None  # the hub still holds the period before (the rollover's epoch is on its way)
+        return r, state
+
+    async def _top(self, p: Ports, r: Resolved, state: BoardState) -> list[dict[str, Any]]:
+        """The state's top with its entries' metadata, fetched once per state."""
+        held = self._tops.get(state.board)
+        if held is not None and held[0] is state:
+            return held[1]
+        top = await service.with_metadata(p, state.board, r.period.id, state.top)
+        self._tops[state.board] = (state, top)
+        return top
+
+    async def _encode(
+        self, p: Ports, path: str, q: Query, r: Resolved, state: BoardState, now: float
+    ) -> Encoded:
+        meta = Meta(state.epoch, state.version, 0, [])
+        etag = etag_for(meta, True, r.period.id if r.windowed else None)
         start = (q.page - 1) * q.limit
-        entries = state.top[start : start + q.limit]
         if path == SCORES_PATH:
+            entries = [{k: e[k] for k in SCORES_FIELDS} for e in state.top[start : start + q.limit]]
             return Encoded(state, now, etag, encode(entries))
-        total = int(await p.redis.zcard(BoardKeys(p.settings.redis_prefix, q.board).rank))
-        body = {
-            "leaderboard": entries,
-            "page": q.page,
-            "limit": q.limit,
-            "sort": "DESC",
-            "version": state.version,
-            "epoch": state.epoch,
-            "total": total,
-        }
+        entries = (await self._top(p, r, state))[start : start + q.limit]
+        total = int(await p.redis.zcard(BoardKeys.of(p.settings.redis_prefix, q.board, r.period.id).rank))
+        body = page_body(r, Page(meta, total, entries), q.page, q.limit, True)
         return Encoded(state, now, etag, encode(body))
 
     @staticmethod
     async def _from_redis(p: Ports, q: Query, within_top: bool) -> Encoded | None:
-        """A page the hub does not hold, read as the route reads it (one script round trip), minus
-        FastAPI's routing and dependencies. A board without meta goes on to the route (empty or 404)."""
-        offset = (q.page - 1) * q.limit
-        result = await p.reader.page(q.board, offset, q.limit, q.descending)
-        if result is None:
+        """A page the hub does not hold, read as the route reads it (``service.board_page``), minus
+        FastAPI's routing and dependencies. A refusal goes on to the route, which answers it."""
+        try:
+            r, result = await service.board_page(p, q.board, q.page, q.limit, q.descending)
+        except DomainError:
             return None
-        body = {
-            "leaderboard": result.entries,
-            "page": q.page,
-            "limit": q.limit,
-            "sort": "DESC" if q.descending else "ASC",
-            "version": result.meta.version,
-            "epoch": result.meta.epoch,
-            "total": result.total,
-        }
-        now = time.monotonic()
-        return Encoded(None, now, etag_for(result.meta, within_top), encode(body))
+        body = page_body(r, result, q.page, q.limit, q.descending)
+        return Encoded(None, time.monotonic(), page_etag(r, result, within_top, body), encode(body))
 
     @staticmethod
     async def _send(scope: Scope, send: Send, answer: Encoded) -> None:

@@ -1,18 +1,25 @@
-"""Board reads over REST: a page of a board, seed 004's ``/scores``, a user's rank, the caller's own.
+"""Board reads over REST: a page of a board, seed 004's ``/scores``, a user's rank, the caller's own,
+and the ranks of a list of users. Every read takes ``board`` and, for a windowed board, ``period``
+(absent: the current one); answers about a windowed board carry ``period`` and ``resetsAt``.
 
 Pages are cacheable: a weak ETag names the board's epoch and version (and, below the top N, its
-``rev``, which moves on every change), so ``If-None-Match`` answers 304 without a body.
+``rev``, which moves on every change), so ``If-None-Match`` answers 304 without a body. Windowed
+boards put the period in front (an empty period has no epoch of its own yet). A period read from
+Postgres has no live version: its ETag is a digest of the answer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from leaderboard.broadcaster import service
-from leaderboard.broadcaster.adapters.reads import Meta
+from leaderboard.broadcaster.adapters.reads import Meta, Page
+from leaderboard.broadcaster.domain import Resolved, iso_ms, parse_users
 from leaderboard.broadcaster.entrypoints.deps import (
     Around,
     BearerDoc,
@@ -20,21 +27,31 @@ from leaderboard.broadcaster.entrypoints.deps import (
     Gate,
     Limit,
     PageNo,
+    PeriodId,
     PortsDep,
+    UsersList,
     principal,
 )
-from leaderboard.broadcaster.entrypoints.schemas import ERRORS, Entry, LeaderboardPage, UserRank
+from leaderboard.broadcaster.entrypoints.schemas import ERRORS, LeaderboardPage, Ranks, ScoresEntry, UserRank
 from leaderboard.common.boardkeys import DEFAULT_BOARD
 
 router = APIRouter(tags=["reads"])
 IfNoneMatch = Annotated[str | None, Header()]
+SCORES_FIELDS = ("rank", "userId", "username", "score")  # seed 004's entries, exactly
 
 
-def etag_for(meta: Meta, within_top: bool) -> str:
-    """Pages inside the top N change exactly when the version does; deeper pages on any change (rev)."""
+def etag_for(meta: Meta, within_top: bool, period: str | None = None) -> str:
+    """Pages inside the top N change exactly when the version does; deeper pages on any change (rev).
+    ``period``: a windowed board's period, in front."""
+    head = f"{period}." if period is not None else ""
     if within_top:
-        return f'W/"{meta.epoch}.{meta.version}"'
-    return f'W/"{meta.epoch}.{meta.version}.{meta.rev}"'
+        return f'W/"{head}{meta.epoch}.{meta.version}"'
+    return f'W/"{head}{meta.epoch}.{meta.version}.{meta.rev}"'
+
+
+def digest_etag(body: Any) -> str:
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return f'W/"a.{hashlib.sha256(text).hexdigest()[:24]}"'
 
 
 def not_modified(if_none_match: str | None, etag: str) -> bool:
@@ -52,6 +69,33 @@ def cached(body: Any, etag: str, if_none_match: str | None) -> Response:
     return JSONResponse(body, headers=headers)
 
 
+def period_fields(r: Resolved) -> dict[str, Any]:
+    """``period`` and ``resetsAt`` for a windowed board; nothing for an all-time one (seed shapes)."""
+    if not r.windowed:
+        return {}
+    return {"period": r.period.id, "resetsAt": iso_ms(r.period.end)}
+
+
+def page_body(r: Resolved, result: Page, page: int, limit: int, descending: bool) -> dict[str, Any]:
+    """The body of ``GET /api/v1/leaderboard`` (the hot path answers the same)."""
+    return {
+        "leaderboard": result.entries,
+        "page": page,
+        "limit": limit,
+        "sort": "DESC" if descending else "ASC",
+        "version": result.meta.version,
+        "epoch": result.meta.epoch,
+        "total": result.total,
+        **period_fields(r),
+    }
+
+
+def page_etag(r: Resolved, result: Page, within_top: bool, body: Any) -> str:
+    if result.archived:
+        return digest_etag(body)
+    return etag_for(result.meta, within_top, r.period.id if r.windowed else None)
+
+
 @router.get(
     "/api/v1/leaderboard",
     response_model=LeaderboardPage,
@@ -64,41 +108,41 @@ async def leaderboard(
     page: PageNo = 1,
     limit: Limit = 10,
     sort: Annotated[str, Query(pattern="^(?i)(asc|desc)$")] = "DESC",
+    period: PeriodId = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """A page of the board in seed 000's shape; ranks are absolute, ties in the scorer's order."""
     descending = sort.upper() == "DESC"
-    result = await service.board_page(p, board, page, limit, descending)
+    r, result = await service.board_page(p, board, page, limit, descending, period)
     within_top = descending and page * limit <= p.settings.board_top_n
-    body = {
-        "leaderboard": result.entries,
-        "page": page,
-        "limit": limit,
-        "sort": "DESC" if descending else "ASC",
-        "version": result.meta.version,
-        "epoch": result.meta.epoch,
-        "total": result.total,
-    }
-    return cached(body, etag_for(result.meta, within_top), if_none_match)
+    body = page_body(r, result, page, limit, descending)
+    return cached(body, page_etag(r, result, within_top, body), if_none_match)
 
 
-@router.get("/scores", response_model=list[Entry], responses={304: {}})
+@router.get("/scores", response_model=list[ScoresEntry], responses={304: {}})
 async def scores(p: PortsDep, _: Gate, if_none_match: IfNoneMatch = None) -> Response:
     """Seed 004's alias: the top 10 of the global board as a JSON array."""
     result = await p.reader.page(DEFAULT_BOARD, 0, 10, True)
     if result is None:
         return JSONResponse([])
-    return cached(result.entries, etag_for(result.meta, p.settings.board_top_n >= 10), if_none_match)
+    entries = [{k: e[k] for k in SCORES_FIELDS} for e in result.entries]
+    return cached(entries, etag_for(result.meta, p.settings.board_top_n >= 10), if_none_match)
 
 
 @router.get("/api/v1/leaderboard/me", response_model=UserRank, responses=ERRORS)
 async def me(
-    request: Request, p: PortsDep, _: BearerDoc, board: Board = DEFAULT_BOARD, around: Around = 5
-) -> dict[str, Any]:
+    request: Request,
+    p: PortsDep,
+    _: BearerDoc,
+    board: Board = DEFAULT_BOARD,
+    around: Around = 5,
+    period: PeriodId = None,
+) -> Response:
     """The caller's own rank (from the token's sub) and neighbours."""
     # Checked here, not as a dependency: a malformed query is a 422 before any token question.
     who = await principal(request, None)
-    return await service.user_rank(p, board, who.sub, around)
+    r, found = await service.user_rank(p, board, who.sub, around, period)
+    return JSONResponse({**found, **period_fields(r)})
 
 
 @router.get("/api/v1/leaderboard/users/{user_id}", response_model=UserRank, responses=ERRORS)
@@ -108,6 +152,28 @@ async def user(
     user_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$")],
     board: Board = DEFAULT_BOARD,
     around: Around = 5,
-) -> dict[str, Any]:
+    period: PeriodId = None,
+) -> Response:
     """A user's rank and score with ``around`` neighbours either side."""
-    return await service.user_rank(p, board, user_id.lower(), around)
+    r, found = await service.user_rank(p, board, user_id.lower(), around, period)
+    return JSONResponse({**found, **period_fields(r)})
+
+
+@router.get("/api/v1/leaderboard/ranks", response_model=Ranks, responses=ERRORS)
+async def ranks(
+    p: PortsDep, _: Gate, users: UsersList, board: Board = DEFAULT_BOARD, period: PeriodId = None
+) -> Response:
+    """The entries of up to 100 users (friends, a clan) with their ranks on the whole board, in board
+    order; the users without an entry are listed under ``missing``."""
+    wanted = parse_users(users)
+    r, found, missing = await service.ranks(p, board, wanted, period)
+    body = {
+        "board": board,
+        **period_fields(r),
+        "epoch": found.meta.epoch,
+        "version": found.meta.version,
+        "total": found.total,
+        "entries": found.entries,
+        "missing": missing,
+    }
+    return JSONResponse(body)
