@@ -73,6 +73,7 @@ async def bootstrap(settings: IngestSettings, catalog: Catalog) -> AsyncIterator
         publisher = Publisher(kafka, topics.actions, topics.audit, settings.kafka_send_timeout_s)
         applied = AppliedWaiter(redis, f"{settings.redis_prefix}:applied")
         tickets = TicketStore(redis, settings.redis_prefix)
+        limiter = RateLimiter(redis, settings.redis_prefix)
         publisher.start()
         applied.start()
         try:
@@ -81,8 +82,8 @@ async def bootstrap(settings: IngestSettings, catalog: Catalog) -> AsyncIterator
                 catalog=catalog,
                 topics=topics,
                 verifier=verifier,
-                service=IngestService(settings, catalog, tickets, publisher, applied),
-                limiter=RateLimiter(redis, settings.redis_prefix),
+                service=IngestService(settings, catalog, tickets, publisher, applied, limiter),
+                limiter=limiter,
                 publisher=publisher,
                 client_ip=ClientIpResolver(settings.trusted_proxies),
                 redis=redis,

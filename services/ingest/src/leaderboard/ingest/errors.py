@@ -72,6 +72,9 @@ class CapReached(DomainError):
         self.retry_after_s = retry_after_s
 
 
+SLOW_DOWN = "too many requests; slow down"  # what a spent rate limit answers
+
+
 class RateLimited(DomainError):
     """Too many requests from one subject; ``headers`` are the limiter's RateLimit-*/Retry-After."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -20,8 +20,9 @@ from leaderboard.common.events import ActionCompleted, from_epoch_ms, iso_ms, no
 from leaderboard.ingest import domain
 from leaderboard.ingest.adapters.applied import AppliedWaiter
 from leaderboard.ingest.adapters.publisher import Publisher, PublishFailed
+from leaderboard.ingest.adapters.ratelimit import Limit, RateLimiter
 from leaderboard.ingest.adapters.tickets import TicketStore
-from leaderboard.ingest.errors import CapReached, DomainError, LogUnavailable
+from leaderboard.ingest.errors import SLOW_DOWN, CapReached, DomainError, LogUnavailable, RateLimited
 from leaderboard.ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Completed:
     action_id: UUID
     event_id: UUID
     new_score: int | None
+    limit_headers: dict[str, str] = field(default_factory=dict)  # when charged to ``limits``
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class IngestService:
         tickets: TicketStore,
         publisher: Publisher,
         applied: AppliedWaiter,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings, self.catalog, self.tickets, self.publisher, self.applied = (
             settings,
@@ -71,6 +74,7 @@ class IngestService:
             publisher,
             applied,
         )
+        self.limiter = limiter
         self.caps = {name: spec.per_hour for name, spec in catalog.actions.items()}
 
     async def start_action(self, who: Principal, action_type: str) -> Ticket:
@@ -103,14 +107,33 @@ class IngestService:
         )
 
     async def complete_action(
-        self, who: Principal, action_id: UUID, timestamp: int | str, request_id: str, wait: bool
+        self,
+        who: Principal,
+        action_id: UUID,
+        timestamp: int | str,
+        request_id: str,
+        wait: bool,
+        limits: list[Limit] | None = None,
     ) -> Completed:
-        """Claim the ticket, check the client's time against it, publish; release the ticket on failure."""
-        occurred = domain.parse_client_time(timestamp, "timestamp")
+        """Claim the ticket, check the client's time against it, publish; release the ticket on failure.
+
+        With ``limits`` (the caller not yet charged to its rate limits), they are charged first, in the
+        claim's own Redis round trip (:class:`RateLimited` when one is spent, before any other refusal,
+        as when the limits are charged before the call); the result carries their RateLimit headers.
+        """
+        try:
+            occurred = domain.parse_client_time(timestamp, "timestamp")
+        except DomainError:
+            if limits:
+                await self._charge(limits)
+            raise
         event_id = uuid.uuid4()
         claim = await self.tickets.claim(
-            action_id, who.sub, event_id, self.settings.claim_lease_s * 1000, self.caps
+            action_id, who.sub, event_id, self.settings.claim_lease_s * 1000, self.caps, limits
         )
+        headers = claim.rate.headers() if claim.rate is not None else {}
+        if claim.rate is not None and not claim.rate.allowed:
+            raise RateLimited(SLOW_DOWN, headers)
         if claim.outcome != "ok":
             raise domain.claim_refusal(claim.outcome, claim.detail)
         try:
@@ -138,7 +161,15 @@ class IngestService:
             request_id=request_id,
         )
         score = await self._publish_claimed(event, wait)
-        return Completed(who.sub, action_id, event_id, score)
+        return Completed(who.sub, action_id, event_id, score, headers)
+
+    async def _charge(self, limits: list[Limit]) -> None:
+        """Charge ``limits`` alone: :class:`RateLimited` when one is spent."""
+        if self.limiter is None:
+            raise RuntimeError("rate limits given to a service built without a limiter")
+        decision = await self.limiter.check(limits)
+        if not decision.allowed:
+            raise RateLimited(SLOW_DOWN, decision.headers())
 
     async def _publish_claimed(self, event: ActionCompleted, wait: bool) -> int | None:
         """Publish a claimed ticket's event and mark the ticket used; the new score when ``wait``."""

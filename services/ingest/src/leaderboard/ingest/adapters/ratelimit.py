@@ -71,22 +71,36 @@ class Decision:
         return h
 
 
+def limit_keys(prefix: str, limits: list[Limit]) -> list[str]:
+    """The Redis keys of ``limits``: the ``KEYS`` of :data:`GCRA`."""
+    return [f"{prefix}:rl:{lim.key}" for lim in limits]
+
+
+def limit_args(limits: list[Limit]) -> list[float]:
+    """The (interval ms, burst) pairs of ``limits``: the ``ARGV`` of :data:`GCRA`."""
+    args: list[float] = []
+    for lim in limits:
+        args += [60_000.0 / lim.per_minute, float(lim.burst)]
+    return args
+
+
+def decide(reply: list[bytes | int | str], limits: list[Limit]) -> Decision:
+    """The decision in :data:`GCRA`'s reply (its first four values)."""
+    allowed, wait, remaining, reset = reply[:4]
+    return Decision(
+        allowed=bool(int(allowed)),
+        retry_after_s=max(1, math.ceil(float(wait) / 1000)),
+        remaining=int(remaining),
+        reset_s=math.ceil(float(reset) / 1000),
+        limit=min(lim.burst for lim in limits),
+    )
+
+
 class RateLimiter:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.prefix = prefix
         self._script = redis.register_script(GCRA)
 
     async def check(self, limits: list[Limit]) -> Decision:
-        args: list[float] = []
-        for lim in limits:
-            args += [60_000.0 / lim.per_minute, float(lim.burst)]
-        allowed, wait, remaining, reset = await self._script(
-            keys=[f"{self.prefix}:rl:{lim.key}" for lim in limits], args=args
-        )
-        return Decision(
-            allowed=bool(int(allowed)),
-            retry_after_s=max(1, math.ceil(float(wait) / 1000)),
-            remaining=int(remaining),
-            reset_s=math.ceil(float(reset) / 1000),
-            limit=min(lim.burst for lim in limits),
-        )
+        reply = await self._script(keys=limit_keys(self.prefix, limits), args=limit_args(limits))
+        return decide(reply, limits)

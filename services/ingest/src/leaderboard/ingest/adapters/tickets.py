@@ -15,6 +15,8 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from leaderboard.ingest.adapters.ratelimit import GCRA, Decision, Limit, decide, limit_args, limit_keys
+
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 ISSUE = (
@@ -59,6 +61,30 @@ if cap > 0 then
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'event', ARGV[2], 'lease', now + tonumber(ARGV[3]))
 return {'ok', f[7], f[8], f[9], tostring(now)}
+"""
+)
+
+# The rate limit and the claim in one round trip (a completion's first two, issue 12). KEYS: the
+# limits' keys, then the ticket. ARGV: the number of limits n, GCRA's 2n arguments, then CLAIM's.
+# The two scripts run unchanged as local functions (their KEYS and ARGV are the parameters): GCRA
+# first, and CLAIM only when it allowed the request, so a refused request charges and claims nothing,
+# as when the two were separate calls. Replies GCRA's four values, then CLAIM's when it ran.
+CHARGE_AND_CLAIM = (
+    "local function gcra(KEYS, ARGV)\n"
+    + GCRA
+    + "\nend\nlocal function claim(KEYS, ARGV)\n"
+    + CLAIM
+    + """
+end
+local n = tonumber(ARGV[1])
+local lk, la, ca = {}, {}, {}
+for i = 1, n do lk[i] = KEYS[i] la[2 * i - 1] = ARGV[2 * i] la[2 * i] = ARGV[2 * i + 1] end
+for i = 2 * n + 2, #ARGV do ca[#ca + 1] = ARGV[i] end
+local out = gcra(lk, la)
+if tonumber(out[1]) == 0 then return out end
+local c = claim({KEYS[n + 1]}, ca)
+for i = 1, #c do out[#out + 1] = c[i] end
+return out
 """
 )
 
@@ -119,6 +145,7 @@ class Claim:
     points: int = 0
     issued_ms: int = 0
     now_ms: int = 0
+    rate: Decision | None = None  # the rate limit's decision, when the claim was charged to one
 
 
 class TicketStore:
@@ -126,6 +153,7 @@ class TicketStore:
         self.redis, self.prefix = redis, prefix
         self._issue = redis.register_script(ISSUE)
         self._claim = redis.register_script(CLAIM)
+        self._charge_and_claim = redis.register_script(CHARGE_AND_CLAIM)
         self._confirm = redis.register_script(CONFIRM)
         self._release = redis.register_script(RELEASE)
         self._claim_many = redis.register_script(CLAIM_MANY)
@@ -166,14 +194,35 @@ class TicketStore:
         return int(count), max(0, wait_ms)
 
     async def claim(
-        self, action_id: UUID, user_id: str, event_id: UUID, lease_ms: int, cap_for: dict[str, int]
+        self,
+        action_id: UUID,
+        user_id: str,
+        event_id: UUID,
+        lease_ms: int,
+        cap_for: dict[str, int],
+        limits: list[Limit] | None = None,
     ) -> Claim:
+        """Claim the ticket; with ``limits``, charge them first in the same script (outcome
+        ``rate_limited``, nothing claimed, when one is spent; ``rate`` holds the decision)."""
         # One round trip: the script finds the ticket's type, hence its cap and cap key, itself.
         caps = [x for kind, cap in cap_for.items() if cap > 0 for x in (kind, cap)]
-        result = await self._claim(
-            keys=[self._ticket(action_id)],
-            args=[user_id, str(event_id), lease_ms, self._cap(user_id, ""), str(action_id), *caps],
+        args = [user_id, str(event_id), lease_ms, self._cap(user_id, ""), str(action_id), *caps]
+        if not limits:
+            return self._claimed(await self._claim(keys=[self._ticket(action_id)], args=args))
+        reply = await self._charge_and_claim(
+            keys=[*limit_keys(self.prefix, limits), self._ticket(action_id)],
+            args=[len(limits), *limit_args(limits), *args],
         )
+        rate = decide(reply, limits)
+        if not rate.allowed:
+            return Claim("rate_limited", rate=rate)
+        claim = self._claimed(reply[4:])
+        return Claim(
+            claim.outcome, claim.detail, claim.action_type, claim.points, claim.issued_ms, claim.now_ms, rate
+        )
+
+    @staticmethod
+    def _claimed(result: list[bytes | int | str]) -> Claim:
         fields = [r.decode() if isinstance(r, bytes) else str(r) for r in result]
         if fields[0] != "ok":
             return Claim(fields[0], fields[1] if len(fields) > 1 else "")

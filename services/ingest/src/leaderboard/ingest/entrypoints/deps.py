@@ -12,15 +12,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from starlette.types import Scope
 
 from leaderboard.common.auth import AuthError, Principal, TokenVerifier
 from leaderboard.common.catalog import Catalog
 from leaderboard.common.web import bearer_principal, request_id
 from leaderboard.ingest.adapters.ratelimit import Limit
 from leaderboard.ingest.bootstrap import Ports
-from leaderboard.ingest.errors import RateLimited, RoleRefused
-
-SLOW_DOWN = "too many requests; slow down"
+from leaderboard.ingest.errors import SLOW_DOWN, RateLimited, RoleRefused
 
 
 def ports(request: Request) -> Ports:
@@ -43,9 +42,21 @@ def catalog(request: Request) -> Catalog:
 
 def client_ip(request: Request) -> str:
     """The peer, or X-Forwarded-For's right-most untrusted hop behind a trusted proxy."""
-    p = maybe_ports(request)
-    peer = request.client.host if request.client else None
-    return p.client_ip(peer, request.headers.get("x-forwarded-for")) if p else (peer or "unknown")
+    return scope_client_ip(request.scope, maybe_ports(request))
+
+
+def scope_client_ip(scope: Scope, p: Ports | None) -> str:
+    """:func:`client_ip` of an ASGI scope (the hot path has no ``Request``)."""
+    client = scope.get("client")
+    peer: str | None = client[0] if client else None
+    if p is None:
+        return peer or "unknown"
+    forwarded = None
+    for key, value in scope.get("headers", ()):
+        if key == b"x-forwarded-for":
+            forwarded = value.decode("latin-1")
+            break
+    return p.client_ip(peer, forwarded)
 
 
 def _verifier(request: Request) -> TokenVerifier:
@@ -104,18 +115,34 @@ def limits_for(who: Principal, ip: str, p: Ports) -> list[Limit]:
     ]
 
 
-async def rate_limit(response: Response, who: Principal, ip: str, p: Ports) -> None:
-    """Charge the caller's limits; :class:`RateLimited` when one is spent, else the RateLimit headers."""
+async def charge(who: Principal, ip: str, p: Ports) -> dict[str, str]:
+    """Charge the caller's limits: :class:`RateLimited` when one is spent, else the RateLimit headers."""
     decision = await p.limiter.check(limits_for(who, ip, p))
     if not decision.allowed:
         raise RateLimited(SLOW_DOWN, decision.headers())
-    response.headers.update(decision.headers())
+    return decision.headers()
+
+
+async def rate_limit(response: Response, who: Principal, ip: str, p: Ports) -> None:
+    """:func:`charge`, its RateLimit headers set on ``response``."""
+    response.headers.update(await charge(who, ip, p))
+
+
+def require_player(who: Principal) -> None:
+    """The player routes' role gate: :class:`RoleRefused` for any other token."""
+    if who.role != "player":
+        raise RoleRefused("this endpoint is for player tokens; game backends use /api/v1/events")
+
+
+def require_service(who: Principal) -> None:
+    """The service routes' role gate: :class:`RoleRefused` unless a service (or admin) token."""
+    if who.role not in ("service", "admin"):
+        raise RoleRefused("a service token is required: players report completions through tickets")
 
 
 async def player(request: Request, response: Response, who: Authenticated) -> Principal:
     """A player token, within its rate limits."""
-    if who.role != "player":
-        raise RoleRefused("this endpoint is for player tokens; game backends use /api/v1/events")
+    require_player(who)
     # Ports and client IP read directly, not as dependencies: each dependency costs FastAPI's
     # resolution machinery on every request.
     await rate_limit(response, who, client_ip(request), ports(request))
@@ -124,8 +151,7 @@ async def player(request: Request, response: Response, who: Authenticated) -> Pr
 
 async def service_caller(request: Request, response: Response, who: Authenticated) -> Principal:
     """A service (or admin) token, within its rate limits."""
-    if who.role not in ("service", "admin"):
-        raise RoleRefused("a service token is required: players report completions through tickets")
+    require_service(who)
     await rate_limit(response, who, client_ip(request), ports(request))
     return who
 
