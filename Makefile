@@ -52,7 +52,7 @@ chaos: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy conftest.py tests libs/common/src libs/common/tests services/*/src services/ingest/tests \
+	$(BIN)/mypy conftest.py tests libs/common/src libs/common/tests services/*/src services/*/tests \
 		tools/cli/src tools/cli/tests tools/testkit/src
 
 # Re-pin after editing a pyproject: writes requirements.lock (names, versions, hashes).

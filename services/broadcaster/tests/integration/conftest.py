@@ -192,6 +192,10 @@ async def changes(live_ns: Namespace) -> AsyncIterator[Callable[[str], ChangePro
     await producer.start()
     topic = Topics(live_ns.settings().topic_prefix).changes
     try:
-        yield lambda board="global": ChangeProducer(producer, topic, board, epoch=uuid.uuid4().hex[:12])
+
+        def make(board: str = "global") -> ChangeProducer:
+            return ChangeProducer(producer, topic, board, epoch=uuid.uuid4().hex[:12])
+
+        yield make
     finally:
         await producer.stop()

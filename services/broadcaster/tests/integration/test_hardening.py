@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -22,7 +22,8 @@ from leaderboard.testkit.processes import free_port
 from leaderboard.testkit.services import leaderboard_cmd
 from leaderboard.testkit.testing import Namespace, System, running_system
 
-Broadcasters = Any  # the fixture's type (see conftest.py)
+if TYPE_CHECKING:  # the fixture's type; at run time a test module cannot import its conftest
+    from services.broadcaster.tests.integration.conftest import Broadcasters
 
 USER = "00000000-0000-4000-8000-000000000001"
 # What no number parameter may take down: past Python's 4,300-digit int() limit, 10 KB, Unicode digits
@@ -40,7 +41,9 @@ def url(broadcasters: Broadcasters) -> str:
     return broadcasters.start("broadcaster-hardening")
 
 
-def assert_refusal(status: int, headers: Any, body: bytes, want: int, code: str, names: str = "") -> None:
+def assert_refusal(
+    status: int, headers: Any, body: bytes | bytearray, want: int, code: str, names: str = ""
+) -> None:
     assert status == want, (status, body[:300])
     data = json.loads(body)
     assert data["status"] == "error" and data["code"] == code and data["error"], data
@@ -78,7 +81,7 @@ async def test_bad_last_event_id_is_422_not_500(url: str) -> None:
         r = await client.get("/api/v1/leaderboard/stream", headers={"Last-Event-ID": TEN_KB})
         assert r.status_code in (422, 431) and r.json()["status"] == "error", r.text[:200]
         # '²' as a browser would send it: UTF-8 bytes in the header value.
-        r = await client.get("/api/v1/leaderboard/stream", headers={"Last-Event-ID": "²".encode()})
+        r = await client.get("/api/v1/leaderboard/stream", headers={b"Last-Event-ID": "²".encode()})
         assert_refusal(r.status_code, r.headers, r.content, 422, "invalid", "Last-Event-ID")
         # ...and a good one still streams.
         async with client.stream("GET", "/api/v1/leaderboard/stream", headers={"Last-Event-ID": "3"}) as ok:

@@ -10,14 +10,15 @@ import json
 import random
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-Broadcasters = ChangeProducer = Any  # fixtures' types (see conftest.py)
+if TYPE_CHECKING:  # the fixtures' types; at run time a test module cannot import its conftest
+    from services.broadcaster.tests.integration.conftest import Broadcasters, ChangeProducer
 
 
 CLIENTS = 1_000

@@ -9,13 +9,15 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 
-ChangeProducer = Broadcasters = Any  # the fixtures' types (see conftest.py)
+if TYPE_CHECKING:  # the fixtures' types; at run time a test module cannot import its conftest
+    from services.broadcaster.tests.integration.conftest import Broadcasters, ChangeProducer
 
 
 def ws_url(http_url: str, **params: str | int) -> str:
@@ -138,11 +140,11 @@ async def refused_status(url: str, **kwargs: Any) -> int:
 
 
 async def test_origin_checks(strict_url: str) -> None:
-    assert await refused_status(ws_url(strict_url), origin="https://evil.example") == 403
-    async with websockets.connect(ws_url(strict_url), origin="https://game.example") as ws:
+    assert await refused_status(ws_url(strict_url), origin=Origin("https://evil.example")) == 403
+    async with websockets.connect(ws_url(strict_url), origin=Origin("https://game.example")) as ws:
         await ws.ping()
     host = strict_url.removeprefix("http://")
-    async with websockets.connect(ws_url(strict_url), origin=f"http://{host}") as ws:  # its own page
+    async with websockets.connect(ws_url(strict_url), origin=Origin(f"http://{host}")) as ws:  # its own page
         await ws.ping()
     async with websockets.connect(ws_url(strict_url)) as ws:  # not a browser: no Origin header
         await ws.ping()

@@ -149,7 +149,7 @@ def test_diff_names_moved_new_and_dropped_users() -> None:
 
 
 def fanout_count() -> float:
-    return next(s.value for s in FANOUT.collect()[0].samples if s.name.endswith("_count"))
+    return float(next(s.value for s in next(iter(FANOUT.collect())).samples if s.name.endswith("_count")))
 
 
 async def test_fanout_delay_times_live_changes_not_the_snapshot_a_client_joins_with() -> None:

@@ -17,9 +17,12 @@ score on the page starts on the page, so its shared rank is the strict rank of i
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +39,12 @@ from leaderboard.common.boards import (
 )
 
 MAX_USERS = 100  # users per ranks request
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_CURSOR = re.compile(r"^(\d{1,19}):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+_EPOCH_SECONDS = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.,+\-Z]{2,30})?$")
+AT_MAX = 40  # characters of an ``at=``
 
 
 @dataclass(frozen=True)
@@ -189,3 +198,60 @@ def parse_users(raw: str) -> list[str]:
             shown = part if len(part) <= 40 else part[:40] + "…"
             raise Invalid("users", f"item {i} ({shown!r}) is not a UUID") from None
     return list(out)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of a user's history resumes: after this (acceptedAt, actionId), the order the
+    history is listed in. Opaque to clients: :func:`encode_cursor` / :func:`decode_cursor`."""
+
+    accepted_at: datetime
+    action_id: UUID
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """Microseconds since the epoch and the actionId, base64url without padding."""
+    micros = (cursor.accepted_at - _EPOCH) // _MICRO
+    return base64.urlsafe_b64encode(f"{micros}:{cursor.action_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> Cursor:
+    """A cursor this service handed out; anything else is :class:`Invalid` naming ``cursor``."""
+    bad = Invalid("cursor", "not a cursor this service handed out (pass nextCursor back unchanged)")
+    if len(raw) > 128 or not raw.isascii():
+        raise bad
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise bad from None
+    found = _CURSOR.match(text)
+    if found is None:
+        raise bad
+    try:
+        at = _EPOCH + int(found[1]) * _MICRO
+    except OverflowError:
+        raise bad from None
+    return Cursor(at, UUID(found[2]))
+
+
+def parse_at(raw: str, now: datetime) -> datetime:
+    """``at=``: epoch seconds (``1763893530``, ``1763893530.5``) or ISO-8601 (``2026-11-23``,
+    ``2026-11-23T10:15:30.123Z``, ``...+01:00``; without an offset, UTC), ASCII only, not after
+    ``now``. Refusals are :class:`Invalid` naming ``at``."""
+    text = raw.strip()
+    shape = "ISO-8601 (2026-11-23T10:15:30Z) or epoch seconds"
+    if len(text) > AT_MAX or not text.isascii():
+        raise Invalid("at", f"must be {shape}")
+    try:
+        if _EPOCH_SECONDS.match(text):
+            at = datetime.fromtimestamp(float(text), UTC)
+        elif _ISO.match(text):
+            parsed = datetime.fromisoformat(text)
+            at = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        else:
+            raise ValueError(text)
+    except (ValueError, OverflowError, OSError):
+        raise Invalid("at", f"must be {shape}, not {text[:AT_MAX]!r}") from None
+    if at > now:
+        raise Invalid("at", f"{iso_ms(at)} is in the future (now: {iso_ms(now)})")
+    return at

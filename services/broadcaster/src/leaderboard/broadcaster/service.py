@@ -1,5 +1,6 @@
 """The broadcaster's use cases: read a page of a board's period, a user's rank, the ranks of a list of
-users, and bring the hub up to a resuming client's version. They take the ports and raise domain
+users, a board as it stood at a past moment and a user's history on a board (issue 11), and bring the
+hub up to a resuming client's version. They take the ports and raise domain
 exceptions (``errors.py``), never HTTP ones.
 
 Where a read comes from (issue 10): the current period and the past periods the board still keeps
@@ -17,13 +18,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from leaderboard.broadcaster.adapters.archive import Archive
+from leaderboard.broadcaster.adapters.archive import Archive, HistoryPage
 from leaderboard.broadcaster.adapters.reads import NOT_RANKED, Around, Meta, Page
-from leaderboard.broadcaster.domain import Resolved
-from leaderboard.broadcaster.errors import ArchiveUnavailable, UserNotRanked
+from leaderboard.broadcaster.domain import Cursor, Resolved, with_shared_ranks
+from leaderboard.broadcaster.errors import ArchiveUnavailable, UnknownPeriod, UserNotRanked
+from leaderboard.common.boards import BoardSpec, Period
+from leaderboard.common.boards import UnknownPeriod as BadPeriodId
 
 if TYPE_CHECKING:
     from leaderboard.broadcaster.bootstrap import Ports
@@ -129,6 +133,60 @@ async def ranks(
         found = await _archived(_archive(p).ranks(board, r.period.id, users))
     ranked = {e["userId"] for e in found.entries}
     return r, found, [u for u in users if u not in ranked]
+
+
+@dataclass(frozen=True)
+class PastBoard:
+    """A board's period as it stood at ``at``: every entry in board order, with its shared rank."""
+
+    spec: BoardSpec
+    period: Period
+    at: datetime
+    entries: list[dict[str, Any]]
+
+
+def _past_period(spec: BoardSpec, at: datetime, period: str | None) -> Period:
+    """The named period, or the one ``at`` falls in (404 when there is none: between seasons)."""
+    if period is not None:
+        try:
+            return spec.period(period)
+        except BadPeriodId:
+            raise UnknownPeriod(spec.id, period) from None
+    found = spec.period_at(at)
+    if found is None:
+        raise UnknownPeriod(spec.id, None)
+    return found
+
+
+async def board_at(p: Ports, board: str, at: datetime, period: str | None = None) -> PastBoard:
+    """The board as it stood at ``at`` (already checked not to be in the future), folded from
+    Postgres's record of the log with the live rules (``leaderboard.common.history.board_at``);
+    names are today's."""
+    spec = p.periods.spec(board)
+    chosen = _past_period(spec, at, period)
+    result, names = await _archived(_archive(p).board_at(p.periods.catalog, board, at, chosen))
+    entries: list[dict[str, Any]] = []
+    for e in result.entries:
+        entry: dict[str, Any] = {
+            "rank": e.rank,
+            "userId": e.user_id,
+            "username": names.get(e.user_id) or e.user_id[:8],
+            "score": e.score,
+        }
+        if e.metadata is not None:
+            entry["metadata"] = e.metadata
+        entries.append(entry)
+    return PastBoard(spec, chosen, at, with_shared_ranks(entries))
+
+
+async def history(
+    p: Ports, user_id: str, board: str, period: str | None, after: Cursor | None, limit: int
+) -> tuple[Resolved, HistoryPage]:
+    """A page of the user's actions on the board's period (the current one when None), in log-time
+    order, and the user's corrections. A user with no action there gets an empty page."""
+    r = p.periods.resolve(board, period)
+    found = await _archived(_archive(p).history(user_id, r.spec, r.period, after, limit))
+    return r, found
 
 
 async def catch_up(p: Ports, board: str, epoch: str | None, since: int | None) -> None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from leaderboard.broadcaster.bootstrap import Ports, bootstrap
 from leaderboard.broadcaster.entrypoints import errors
 from leaderboard.broadcaster.entrypoints.hot import TopReads
-from leaderboard.broadcaster.entrypoints.routes import boards, live, page, reads, stream
+from leaderboard.broadcaster.entrypoints.routes import boards, history, live, page, reads, stream
 from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.web import RequestIdMiddleware, add_cors, add_ops_routes, install_error_handlers
 
@@ -75,7 +75,7 @@ def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
         expose=["ETag", "X-Request-ID"],
     )
     app.add_middleware(RequestIdMiddleware)
-    for router in (reads.router, boards.router, stream.router, page.router, live.router):
+    for router in (reads.router, history.router, boards.router, stream.router, page.router, live.router):
         app.include_router(router)
     add_ops_routes(app, lambda: readiness(app.state.ports))
     return app

@@ -83,6 +83,18 @@ UsersList = Annotated[
         description="Up to 100 comma-separated user ids (UUIDs).",
     ),
 ]
+At = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="A past moment, ISO-8601 (`2026-11-23T10:15:30Z`) or epoch seconds: the board as it "
+        "stood then, folded from the event history (for a windowed board, the period it falls in unless "
+        "`period` names one). Not in the future.",
+    ),
+]
+CursorText = Annotated[
+    str | None, Query(max_length=128, description="The `nextCursor` of the page before (opaque).")
+]
 Epoch = Annotated[str | None, Query(max_length=EPOCH_MAX, description="The epoch of the version in `since`.")]
 PageNo = Annotated[int, counted("page", 1, 1_000_000), Query(ge=1, le=1_000_000)]
 Limit = Annotated[int, counted("limit", 1, 100), Query(ge=1, le=100)]

@@ -45,6 +45,9 @@ class LeaderboardPage(PeriodFields):
     version: int
     epoch: str
     total: int
+    at: str | None = Field(
+        None, description="With `at=`: the moment the board is shown as of (ISO-8601 UTC)."
+    )
 
 
 class UserRank(Entry, PeriodFields):
@@ -79,3 +82,45 @@ class Boards(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorModel} for c in (401, 404, 422)}
+
+
+class Voided(BaseModel):
+    at: str = Field(description="When the correction that voided the action was decided.")
+    reason: str
+    by: str = Field(description="The admin's subject.")
+    correctionId: str | None
+
+
+class HistoryAction(BaseModel):
+    actionId: str
+    actionType: str
+    points: int
+    acceptedAt: str
+    occurredAt: str
+    source: str
+    metadata: dict[str, Any] | None
+    voided: Voided | None = Field(description="Null while the action counts.")
+
+
+class HistoryCorrection(BaseModel):
+    correctionId: str
+    type: Literal["ActionVoided", "UserActionsVoided", "UserActionsRestored", "UserRenamed"]
+    actionId: str | None
+    username: str | None
+    reason: str
+    by: str
+    at: str
+    affected: int = Field(description="How many actions it voided or restored.")
+
+
+class History(PeriodFields):
+    userId: str
+    board: str
+    limit: int
+    actions: list[HistoryAction] = Field(
+        description="The user's actions on the board's period, in log-time order."
+    )
+    corrections: list[HistoryCorrection] = Field(
+        description="Every correction of the user (all boards), in log order; the same on every page."
+    )
+    nextCursor: str | None = Field(description="Pass it as `cursor` for the next page; null at the end.")

@@ -6,6 +6,10 @@ Pages are cacheable: a weak ETag names the board's epoch and version (and, below
 ``rev``, which moves on every change), so ``If-None-Match`` answers 304 without a body. Windowed
 boards put the period in front (an empty period has no epoch of its own yet). A period read from
 Postgres has no live version: its ETag is a digest of the answer.
+
+``at=TIME`` (issue 11): the board as it stood at a past moment, folded from Postgres's record of the
+log (``service.board_at``), in the same page shape plus ``at``; its ETag is a digest too. The hot path
+(``entrypoints/hot.py``) never answers a query with ``at``: it comes here.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from fastapi.responses import JSONResponse, Response
 
 from leaderboard.broadcaster import service
 from leaderboard.broadcaster.adapters.reads import Meta, Page
-from leaderboard.broadcaster.domain import Resolved, iso_ms, parse_users
+from leaderboard.broadcaster.domain import Resolved, iso_ms, parse_at, parse_users
 from leaderboard.broadcaster.entrypoints.deps import (
     Around,
+    At,
     BearerDoc,
     Board,
     Gate,
@@ -62,7 +67,9 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
 
 
-def cached(body: Any, etag: str, if_none_match: str | None) -> Response:
+def cached(body: Any, etag: str | None, if_none_match: str | None) -> Response:
+    """``body`` with its ETag (a digest of it when None) and ``If-None-Match`` answered 304."""
+    etag = etag if etag is not None else digest_etag(body)
     headers = {"ETag": etag, "Cache-Control": "public, max-age=1"}
     if not_modified(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -90,6 +97,25 @@ def page_body(r: Resolved, result: Page, page: int, limit: int, descending: bool
     }
 
 
+def past_body(past: service.PastBoard, page: int, limit: int, descending: bool) -> dict[str, Any]:
+    """A page of a board as it stood at a moment: the live page's shape (no live epoch or version:
+    ``""`` and 0) plus ``at``."""
+    ordered = past.entries if descending else past.entries[::-1]
+    start = (page - 1) * limit
+    windowed = past.spec.window != "all"
+    return {
+        "leaderboard": ordered[start : start + limit],
+        "page": page,
+        "limit": limit,
+        "sort": "DESC" if descending else "ASC",
+        "version": 0,
+        "epoch": "",
+        "total": len(past.entries),
+        **({"period": past.period.id, "resetsAt": iso_ms(past.period.end)} if windowed else {}),
+        "at": iso_ms(past.at),
+    }
+
+
 def page_etag(r: Resolved, result: Page, within_top: bool, body: Any) -> str:
     if result.archived:
         return digest_etag(body)
@@ -109,10 +135,16 @@ async def leaderboard(
     limit: Limit = 10,
     sort: Annotated[str, Query(pattern="^(?i)(asc|desc)$")] = "DESC",
     period: PeriodId = None,
+    at: At = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    """A page of the board in seed 000's shape; ranks are absolute, ties in the scorer's order."""
+    """A page of the board in seed 000's shape; ranks are absolute, ties in the scorer's order.
+    With ``at``, the board as it stood at that moment (plus ``at``)."""
     descending = sort.upper() == "DESC"
+    if at is not None:
+        when = parse_at(at, p.periods.clock())
+        past = await service.board_at(p, board, when, period)
+        return cached(past_body(past, page, limit, descending), None, if_none_match)
     r, result = await service.board_page(p, board, page, limit, descending, period)
     within_top = descending and page * limit <= p.settings.board_top_n
     body = page_body(r, result, page, limit, descending)
