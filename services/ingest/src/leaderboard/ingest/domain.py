@@ -108,7 +108,7 @@ def check_increment(spec: ActionSpec, action_type: str, increment: int) -> None:
         raise Invalid("increment", f"field 'increment' must lie in 1..{spec.max_points} for '{action_type}'")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs an object.__setattr__ per field, per event
 class CheckedEvent:
     index: int
     event: Reported
@@ -130,6 +130,7 @@ def check_batch(
     checked: list[CheckedEvent] = []
     seen: set[UUID] = set()
     repeats = 0
+    times: dict[int | str, datetime] = {}  # a batch's events often share their time: parse it once
     for i, event in enumerate(events):
         spec = catalog.get(event.action_type)
         if spec is None:
@@ -137,8 +138,11 @@ def check_batch(
             continue
         try:
             points = points_for(spec, event.points)
-            occurred = parse_client_time(event.occurred_at, "occurredAt")
-            check_window(occurred, now, skew_s, "occurredAt")
+            occurred = times.get(event.occurred_at)
+            if occurred is None:
+                occurred = parse_client_time(event.occurred_at, "occurredAt")
+                check_window(occurred, now, skew_s, "occurredAt")
+                times[event.occurred_at] = occurred
         except (ValueError, DomainError) as exc:
             problems.append(f"events[{i}]: {exc}")
             continue

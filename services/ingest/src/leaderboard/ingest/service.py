@@ -16,7 +16,14 @@ from redis.exceptions import RedisError
 
 from leaderboard.common.auth import Principal
 from leaderboard.common.catalog import Catalog
-from leaderboard.common.events import ActionCompleted, from_epoch_ms, iso_ms, now_ms
+from leaderboard.common.events import (
+    ActionCompleted,
+    action_completed_bytes,
+    from_epoch_ms,
+    iso_ms,
+    new_event_ids,
+    now_ms,
+)
 from leaderboard.ingest import domain
 from leaderboard.ingest.adapters.applied import AppliedWaiter
 from leaderboard.ingest.adapters.publisher import Publisher, PublishFailed
@@ -206,27 +213,24 @@ class IngestService:
             events, self.catalog, now_ms(), self.settings.timestamp_skew_s, self.settings.max_batch_events
         )
         owner = f"pending:{request_id}:{uuid.uuid4().hex[:8]}"
-        ids = [c.event.action_id for c in checked]
+        ids = [str(c.event.action_id) for c in checked]
         mine = await self.tickets.claim_events(ids, owner, self.settings.claim_lease_s * 1000)
-        fresh = [c for i, c in enumerate(checked) if i in mine]
-        accepted_at = now_ms()
-        published = [
-            self._service_event(c.event, c.points, c.occurred_at, accepted_at, request_id) for c in fresh
-        ]
-        if published:
-            await self._publish_fresh(published, [c.event.action_id for c in fresh], owner, request_id)
-        ACCEPTED.labels("service").inc(len(published))
+        fresh = [i for i in range(len(checked)) if i in mine]
+        records = self._service_records([checked[i] for i in fresh], [ids[i] for i in fresh], request_id)
+        if records:
+            await self._publish_fresh(records, [ids[i] for i in fresh], owner, request_id)
+        ACCEPTED.labels("service").inc(len(records))
         duplicates = repeats + len(checked) - len(fresh)
         DUPLICATES.inc(duplicates)
-        return BatchResult(accepted=len(published), duplicates=duplicates)
+        return BatchResult(accepted=len(records), duplicates=duplicates)
 
     async def _publish_fresh(
-        self, events: list[ActionCompleted], ids: list[UUID], owner: str, request_id: str
+        self, records: list[tuple[bytes, bytes]], ids: list[str], owner: str, request_id: str
     ) -> None:
         """Publish what this request claimed, then settle its dedupe markers either way."""
         try:
             with PUBLISH_SECONDS.time():
-                await self.publisher.publish_actions(events)
+                await self.publisher.publish_records(records)
         except PublishFailed as exc:
             await self.tickets.settle_events(ids, owner, accepted=False, keep_ms=0)
             raise LogUnavailable(str(exc)) from exc
@@ -238,22 +242,46 @@ class IngestService:
             # Accepted all the same (the events are in the log); the markers lapse with their lease.
             log.warning("batch %s accepted but its dedupe markers not settled: %s", request_id, exc)
 
-    def _service_event(
-        self, e: domain.Reported, points: int, occurred: datetime, accepted_at: datetime, request_id: str
-    ) -> ActionCompleted:
-        return ActionCompleted(
-            event_id=uuid.uuid4(),
-            action_id=e.action_id,
-            user_id=e.user_id,
-            username=e.username or domain.default_username(str(e.user_id)),
-            action_type=e.action_type,
-            points=points,
-            occurred_at=occurred,
-            accepted_at=accepted_at,
-            source="service",
-            request_id=request_id,
-            metadata=e.metadata,
-        )
+    @staticmethod
+    def _service_records(
+        fresh: list[domain.CheckedEvent], action_ids: list[str], request_id: str
+    ) -> list[tuple[bytes, bytes]]:
+        """The (key, value) records of a batch's fresh events: ``ActionCompleted`` encoded straight
+        from the checked fields (:func:`~leaderboard.common.events.action_completed_bytes`).
+
+        Safe without building the model: every field was validated already with the model's own types
+        or rules. The request schema (``ServiceEvent``, or ``LegacyScore`` for seed 004's /score) holds
+        the ids as UUIDs, ``username`` as ``Username``, ``actionType`` as ``ActionType``, ``points``
+        within 1..MAX_POINTS and ``metadata`` as ``Metadata``; :func:`domain.check_batch` found the type
+        in the catalog (whose names are ``ActionType`` and whose points lie in 1..MAX_POINTS), bounded
+        the points by the type's ``max_points`` and parsed the time to UTC milliseconds; the default
+        username is ``player-`` and 8 hex digits; the request id is a sane one (or our own hex).
+        """
+        accepted_at = iso_ms(now_ms())
+        event_ids = new_event_ids(len(fresh))
+        records: list[tuple[bytes, bytes]] = []
+        last_time: datetime | None = None
+        occurred = ""
+        for c, action_id, event_id in zip(fresh, action_ids, event_ids, strict=True):
+            e = c.event
+            user_id = str(e.user_id)
+            if c.occurred_at != last_time:  # a batch's events often share their time
+                last_time, occurred = c.occurred_at, iso_ms(c.occurred_at)
+            value = action_completed_bytes(
+                event_id=event_id,
+                action_id=action_id,
+                user_id=user_id,
+                username=e.username or domain.default_username(user_id),
+                action_type=e.action_type,
+                points=c.points,
+                occurred_at=occurred,
+                accepted_at=accepted_at,
+                source="service",
+                request_id=request_id,
+                metadata=e.metadata,
+            )
+            records.append((user_id.encode(), value))
+        return records
 
     async def submit_legacy(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -36,11 +37,14 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
 
     async def publish_actions(self, events: list[ActionCompleted]) -> None:
+        await self.publish_records([(str(e.user_id).encode(), e.to_bytes()) for e in events])
+
+    async def publish_records(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Publish encoded actions, (key, value) pairs keyed by userId, and wait for every ack."""
+
         async def send_all() -> None:
-            futures = [
-                await self.producer.send(self.actions_topic, e.to_bytes(), key=str(e.user_id).encode())
-                for e in events
-            ]
+            send, topic = self.producer.send, self.actions_topic
+            futures = [await send(topic, value, key=key) for key, value in records]
             await asyncio.gather(*futures)
 
         try:

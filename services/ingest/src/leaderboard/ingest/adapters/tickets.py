@@ -165,9 +165,6 @@ class TicketStore:
     def _cap(self, user_id: str, action_type: str) -> str:
         return f"{self.prefix}:cap:{user_id}:{action_type}"
 
-    def _marker(self, action_id: UUID) -> str:
-        return f"{self.prefix}:accepted:{action_id}"
-
     async def issue(
         self,
         action_id: UUID,
@@ -237,18 +234,19 @@ class TicketStore:
             args=[str(event_id), str(action_id)],
         )
 
-    async def claim_events(self, action_ids: list[UUID], owner: str, lease_ms: int) -> set[int]:
-        """Indices (0-based) of the actionIds this request now owns; the rest were seen before."""
+    async def claim_events(self, action_ids: list[str], owner: str, lease_ms: int) -> set[int]:
+        """Indices (0-based) of the actionIds (canonical UUID text) this request now owns; the rest
+        were seen before."""
         if not action_ids:
             return set()
-        claimed = await self._claim_many(keys=[self._marker(a) for a in action_ids], args=[owner, lease_ms])
+        marker = f"{self.prefix}:accepted:"
+        claimed = await self._claim_many(keys=[marker + a for a in action_ids], args=[owner, lease_ms])
         return {int(i) - 1 for i in claimed}
 
-    async def settle_events(
-        self, action_ids: list[UUID], owner: str, *, accepted: bool, keep_ms: int
-    ) -> None:
+    async def settle_events(self, action_ids: list[str], owner: str, *, accepted: bool, keep_ms: int) -> None:
         if action_ids:
+            marker = f"{self.prefix}:accepted:"
             await self._settle_many(
-                keys=[self._marker(a) for a in action_ids],
+                keys=[marker + a for a in action_ids],
                 args=[owner, "accepted" if accepted else "", keep_ms],
             )
