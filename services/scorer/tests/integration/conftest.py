@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -73,19 +74,26 @@ class Kit:
         self.log_dir = log_dir
         self.systems: list[System] = []
         fields = ScorerSettings.model_fields
-        self.settings = ScorerSettings(
-            _env_file=None,  # type: ignore[call-arg]
-            **{
-                k[12:].lower(): v
-                for k, v in ns.env.items()
-                if k.startswith("LEADERBOARD_") and k[12:].lower() in fields
-            },
-        )
+        # The namespace's LEADERBOARD_* values as field values (pydantic parses each from its string).
+        values: dict[str, Any] = {
+            k[12:].lower(): v
+            for k, v in ns.env.items()
+            if k.startswith("LEADERBOARD_") and k[12:].lower() in fields
+        }
+        self.settings = ScorerSettings(_env_file=None, **values)
         self.topics = Topics(self.settings.topic_prefix)
         self.keys = BoardKeys(self.settings.redis_prefix, self.settings.board)
 
     def start(self, only: Iterable[str] = ("scorer",), **env: str) -> System:
-        system = System(self.ns, self.log_dir, extra_env={**FAST_ENV, **env})
+        return self._start(only, 1, env)
+
+    def start_scorers(self, count: int, /, **env: str) -> System:
+        """A system with specs for ``count`` scorer replicas (``scorer``, ``scorer-2``, ...), of which
+        only the first starts now (``system.restart("scorer-2")`` starts the next)."""
+        return self._start(("scorer",), count, env)
+
+    def _start(self, only: Iterable[str], scorers: int, env: dict[str, str]) -> System:
+        system = System(self.ns, self.log_dir, scorers=scorers, extra_env={**FAST_ENV, **env})
         self.systems.append(system)
         return system.start(only=list(only))
 
@@ -135,7 +143,8 @@ class Kit:
         """Redis board order: the rank zset, lexicographic on its fixed-width members."""
         redis = Redis.from_url(self.settings.redis_url)
         try:
-            members = await redis.zrange(self.keys.rank, 0, -1)
+            # a client without decode_responses: members are bytes
+            members = cast(list[bytes], await redis.zrange(self.keys.rank, 0, -1))
             return [(k.user_id, k.score) for k in map(RankKey.parse, members)]
         finally:
             await redis.aclose()
@@ -160,7 +169,8 @@ class Kit:
         """One board period in Redis, in board order."""
         redis = Redis.from_url(self.settings.redis_url)
         try:
-            members = await redis.zrange(BoardKeys.of(self.settings.redis_prefix, board, period).rank, 0, -1)
+            rank = BoardKeys.of(self.settings.redis_prefix, board, period).rank
+            members = cast(list[bytes], await redis.zrange(rank, 0, -1))
             return [(k.user_id, k.score) for k in (RankKey.parse(m, ascending) for m in members)]
         finally:
             await redis.aclose()
@@ -197,7 +207,7 @@ class Kit:
     async def redis_meta(self) -> dict[str, str]:
         redis = Redis.from_url(self.settings.redis_url, decode_responses=True)
         try:
-            return await redis.hgetall(self.keys.meta)  # type: ignore[no-any-return]
+            return cast(dict[str, str], await redis.hgetall(self.keys.meta))  # decode_responses
         finally:
             await redis.aclose()
 
@@ -236,21 +246,26 @@ class Kit:
 
     @staticmethod
     async def eventually(
-        check: Callable[[], Awaitable[bool]], within: float = 60.0, message: str = "condition"
+        check: Callable[[], Awaitable[bool]],
+        within: float = 60.0,
+        message: str | Callable[[], str] = "condition",
     ) -> None:
         await eventually(check, within, message)
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 60.0, message: str = "condition"
+    check: Callable[[], Awaitable[bool]], within: float = 60.0, message: str | Callable[[], str] = "condition"
 ) -> None:
+    """Wait until ``check`` holds; ``message`` (or what it returns, to describe the last state seen)
+    names the condition on timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while loop.time() < deadline:
         if await check():
             return
         await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {message}")
+    what = message() if callable(message) else message
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
 
 
 @pytest.fixture

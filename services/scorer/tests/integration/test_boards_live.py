@@ -13,7 +13,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -24,6 +24,9 @@ from leaderboard.common.boardkeys import BoardKeys
 from leaderboard.common.boards import BoardCatalog
 from leaderboard.testkit.testing import System
 
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
+
 CATALOG = BoardCatalog.load()
 
 
@@ -33,7 +36,7 @@ def period_of(board: str, at: datetime) -> str:
     return found.id
 
 
-async def accepted_times(kit: Any) -> dict[str, datetime]:
+async def accepted_times(kit: Kit) -> dict[str, datetime]:
     conn = await kit.pg()
     try:
         rows = await conn.fetch("SELECT action_id, accepted_at FROM actions")
@@ -42,7 +45,7 @@ async def accepted_times(kit: Any) -> dict[str, datetime]:
         await conn.close()
 
 
-async def test_events_of_several_types_feed_each_board_as_configured(kit: Any) -> None:
+async def test_events_of_several_types_feed_each_board_as_configured(kit: Kit) -> None:
     system = kit.start(
         only=("ingest", "scorer", "broadcaster"),
         LEADERBOARD_BOARDS=json.dumps(["global", "best-match"]),
@@ -50,7 +53,7 @@ async def test_events_of_several_types_feed_each_board_as_configured(kit: Any) -
     ada, bob = str(uuid.uuid4()), str(uuid.uuid4())
     sent = [(ada, "match_won", 30), (bob, "quest", 120), (ada, "match_won", 80), (ada, "quest", 40)]
     sent += [(ada, "match_won", 50), (bob, "match_won", 60), (bob, "daily_login", 10)]
-    events = [
+    events: list[dict[str, Any]] = [
         {
             "actionId": str(uuid.uuid4()),
             "userId": user,
@@ -117,7 +120,7 @@ async def test_events_of_several_types_feed_each_board_as_configured(kit: Any) -
 
 
 @pytest.mark.slow  # the scorer's clock needs ~30 s to reach midnight
-async def test_a_daily_period_rolls_over_at_midnight_for_live_clients(kit: Any) -> None:
+async def test_a_daily_period_rolls_over_at_midnight_for_live_clients(kit: Kit) -> None:
     day = datetime(2026, 11, 23, tzinfo=UTC)  # a Monday: only the daily board rolls over at its end
     midnight = day + timedelta(days=1)
     # The scorer's clock reads 23:59:30 on the 23rd now: it passes midnight during the test.
@@ -195,7 +198,7 @@ def cli(system: System, *args: str, **env: str) -> str:
     ).stdout
 
 
-async def snapshot(kit: Any) -> list[tuple[Any, ...]]:
+async def snapshot(kit: Kit) -> list[tuple[Any, ...]]:
     conn = await kit.pg()
     try:
         rows = await conn.fetch(
@@ -208,7 +211,7 @@ async def snapshot(kit: Any) -> list[tuple[Any, ...]]:
 
 
 async def test_redelivery_and_replay_give_the_same_boards_and_replay_fills_a_new_board(
-    kit: Any, tmp_path: Path
+    kit: Kit, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     users = [uuid.uuid4() for _ in range(12)]
@@ -273,7 +276,7 @@ async def test_redelivery_and_replay_give_the_same_boards_and_replay_fills_a_new
     assert await kit.redis_entries("best-boss") == filled
 
 
-async def _agree(kit: Any) -> bool:
+async def _agree(kit: Kit) -> bool:
     try:
         await kit.check_all_boards()
     except AssertionError:

@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 
@@ -27,6 +27,9 @@ from leaderboard.common.events import (
     now_ms,
 )
 from leaderboard.testkit.testing import System
+
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
 
 CATALOG = BoardCatalog.load()
 
@@ -52,7 +55,7 @@ async def next_frame(ws: Any, match: Any, within: float = 30) -> dict[str, Any]:
     return await asyncio.wait_for(read(), within)
 
 
-async def all_boards(kit: Any, day: str, week: str) -> dict[str, list[tuple[str, int]]]:
+async def all_boards(kit: Kit, day: str, week: str) -> dict[str, list[tuple[str, int]]]:
     return {
         "global": await kit.entries("global"),
         "daily": await kit.entries("daily", day),
@@ -61,7 +64,7 @@ async def all_boards(kit: Any, day: str, week: str) -> dict[str, list[tuple[str,
     }
 
 
-async def redis_boards(kit: Any, day: str, week: str) -> dict[str, list[tuple[str, int]]]:
+async def redis_boards(kit: Kit, day: str, week: str) -> dict[str, list[tuple[str, int]]]:
     return {
         "global": await kit.redis_entries("global"),
         "daily": await kit.redis_entries("daily", day),
@@ -79,7 +82,7 @@ def top(frame: dict[str, Any]) -> list[tuple[str, int]]:
     return [(e["userId"], e["score"]) for e in frame["top"]]
 
 
-async def test_voiding_a_cheater_restoring_renaming_and_replaying(kit: Any) -> None:
+async def test_voiding_a_cheater_restoring_renaming_and_replaying(kit: Kit) -> None:
     now = now_ms()
     day, week = CATALOG.boards["daily"].period_at(now), CATALOG.boards["weekly"].period_at(now)
     assert day is not None and week is not None

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from leaderboard.common.events import BoardChanged
+
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
 
 T0 = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -21,7 +24,7 @@ T0 = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_fetch", "after_postgres", "after_redis", "before_commit"])
 async def test_a_hard_exit_at_each_point_redelivers_and_counts_once(
-    kit: Any, tmp_path: Any, point: str
+    kit: Kit, tmp_path: Any, point: str
 ) -> None:
     marker = tmp_path / f"fault-{point}"
     env = {

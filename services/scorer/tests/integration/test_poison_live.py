@@ -8,13 +8,16 @@ import base64
 import json
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
 
 from leaderboard.common.events import DeadLetter, SecurityEvent, iso_ms, now_ms
 from leaderboard.testkit.testing import System
+
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
 
 POISON = "poison-name"
 SERVICE_ENV = {
@@ -44,7 +47,7 @@ async def board(system: System) -> dict[str, int]:
     return {e["userId"]: e["score"] for e in body.get("leaderboard", [])}
 
 
-async def letters(kit: Any, n: int) -> list[DeadLetter]:
+async def letters(kit: Kit, n: int) -> list[DeadLetter]:
     found: list[DeadLetter] = []
 
     async def arrived() -> bool:
@@ -55,7 +58,7 @@ async def letters(kit: Any, n: int) -> list[DeadLetter]:
     return found
 
 
-async def audited(kit: Any, kind: str, n: int) -> list[SecurityEvent]:
+async def audited(kit: Kit, kind: str, n: int) -> list[SecurityEvent]:
     found: list[SecurityEvent] = []
 
     async def arrived() -> bool:
@@ -79,7 +82,7 @@ async def readyz(system: System) -> httpx.Response:
         return await http.get(scorer_url(system, "/readyz"))
 
 
-async def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_is_applied_once(kit: Any) -> None:
+async def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_is_applied_once(kit: Kit) -> None:
     system = kit.start(only=("ingest", "broadcaster", "scorer"), **SERVICE_ENV)
     conn = await kit.pg()
     try:  # the store refuses a record that decodes: a constraint the event model knows nothing of
@@ -136,7 +139,7 @@ async def test_a_record_the_store_refuses_is_dead_lettered_and_the_rest_is_appli
     assert await metric(system, "scorer_stalled") == 0
 
 
-async def test_a_nul_username_on_the_log_ends_in_the_dlq_and_does_not_stall_scoring(kit: Any) -> None:
+async def test_a_nul_username_on_the_log_ends_in_the_dlq_and_does_not_stall_scoring(kit: Kit) -> None:
     system = kit.start()
     user, bad_user, surrogate_user = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     before = kit.action(user, 10)
@@ -163,7 +166,7 @@ async def test_a_nul_username_on_the_log_ends_in_the_dlq_and_does_not_stall_scor
     assert (await readyz(system)).status_code == 200
 
 
-async def _set_connections(kit: Any, allowed: bool) -> None:
+async def _set_connections(kit: Kit, allowed: bool) -> None:
     admin = await asyncpg.connect(kit.ns.admin_dsn)
     try:
         await admin.execute(f'ALTER DATABASE "{kit.ns.name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
@@ -175,7 +178,7 @@ async def _set_connections(kit: Any, allowed: bool) -> None:
         await admin.close()
 
 
-async def test_readyz_is_not_ready_only_while_the_scorer_cannot_progress(kit: Any) -> None:
+async def test_readyz_is_not_ready_only_while_the_scorer_cannot_progress(kit: Kit) -> None:
     system = kit.start()
     user = uuid.uuid4()
     await kit.produce([kit.action(user, 10)])

@@ -10,12 +10,15 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 
 from leaderboard.common.events import DeadLetter, SecurityEvent
 from leaderboard.testkit.testing import System
+
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -24,14 +27,14 @@ def uid(n: int) -> uuid.UUID:
     return uuid.UUID(f"00000000-0000-4000-8000-{n:012d}")
 
 
-async def wait_applied(kit: Any, n: int, within: float = 60.0) -> None:
+async def wait_applied(kit: Kit, n: int, within: float = 60.0) -> None:
     async def done() -> bool:
         return bool(await kit.applied_count() >= n)
 
     await kit.eventually(done, within, f"{n} applied actions")
 
 
-async def boards_agree(kit: Any) -> list[tuple[str, int]]:
+async def boards_agree(kit: Kit) -> list[tuple[str, int]]:
     pg, rd = await kit.pg_board(), await kit.redis_board()
     assert pg == rd
     return list(pg)
@@ -48,7 +51,7 @@ def cli(system: System, *args: str) -> str:
     ).stdout
 
 
-async def test_ties_rank_the_same_in_postgres_and_redis(kit: Any) -> None:
+async def test_ties_rank_the_same_in_postgres_and_redis(kit: Kit) -> None:
     a = kit.action
     u1, u2, u3, u4, u5, u6 = (uid(n) for n in (11, 12, 3, 4, 5, 6))
     events = [
@@ -75,7 +78,7 @@ async def test_ties_rank_the_same_in_postgres_and_redis(kit: Any) -> None:
     assert meta["epoch"] and int(meta["version"]) >= 1
 
 
-async def test_undecodable_records_go_to_the_dlq_and_the_stream_goes_on(kit: Any) -> None:
+async def test_undecodable_records_go_to_the_dlq_and_the_stream_goes_on(kit: Kit) -> None:
     user = uuid.uuid4()
     good = [kit.action(user, 50) for _ in range(3)]
     valid = json.loads(good[0].to_bytes())
@@ -111,7 +114,7 @@ async def test_undecodable_records_go_to_the_dlq_and_the_stream_goes_on(kit: Any
     assert re.search(r'^scorer_consumer_lag\{partition="\d+"\} [0-9.]+$', text, re.M), text
 
 
-async def test_flushed_redis_is_rebuilt_on_restart_and_by_rebuild_cache(kit: Any) -> None:
+async def test_flushed_redis_is_rebuilt_on_restart_and_by_rebuild_cache(kit: Kit) -> None:
     users = [uuid.uuid4() for _ in range(40)]
     events = [
         kit.action(u, 10 * (i % 7 + 1), accepted_at=T0 + timedelta(seconds=i % 3))
@@ -156,7 +159,7 @@ def before_score(board: list[tuple[str, int]], user: uuid.UUID) -> int:
     return dict(board)[str(user)]
 
 
-async def test_replay_rebuilds_postgres_and_redis_from_the_log(kit: Any) -> None:
+async def test_replay_rebuilds_postgres_and_redis_from_the_log(kit: Kit) -> None:
     users = [uuid.uuid4() for _ in range(25)]
     events = [
         kit.action(u, 5 + i % 11, accepted_at=T0 + timedelta(seconds=i % 4)) for i, u in enumerate(users * 3)
@@ -184,11 +187,11 @@ async def test_replay_rebuilds_postgres_and_redis_from_the_log(kit: Any) -> None
     assert await kit.applied_count() == len(events)
 
 
-async def _same(kit: Any) -> bool:
+async def _same(kit: Kit) -> bool:
     return bool(await kit.pg_board() == await kit.redis_board())
 
 
-async def test_velocity_caps_quarantine_audit_and_stay_idempotent(kit: Any) -> None:
+async def test_velocity_caps_quarantine_audit_and_stay_idempotent(kit: Kit) -> None:
     fast, calm = uuid.uuid4(), uuid.uuid4()
     quests = [kit.action(fast, 50, accepted_at=T0 + timedelta(seconds=i)) for i in range(6)]
     calm_events = [kit.action(calm, 50, accepted_at=T0 + timedelta(seconds=i)) for i in range(2)]

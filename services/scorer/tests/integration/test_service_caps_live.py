@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from leaderboard.common.events import SecurityEvent, iso_ms, now_ms
 from leaderboard.testkit.testing import System
+
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
 
 SERVICE_ENV = {"LEADERBOARD_RATE_SERVICE_PER_MIN": "100000", "LEADERBOARD_RATE_SERVICE_BURST": "10000"}
 
@@ -46,7 +49,7 @@ async def score_on_board(system: System, user: uuid.UUID) -> int | None:
     return {e["userId"]: e["score"] for e in body.get("leaderboard", [])}.get(str(user))
 
 
-async def test_a_service_flood_for_one_player_is_capped_by_the_catalog(kit: Any) -> None:
+async def test_a_service_flood_for_one_player_is_capped_by_the_catalog(kit: Kit) -> None:
     system = kit.start(only=("ingest", "broadcaster", "scorer"), **SERVICE_ENV)
     hunter = uuid.uuid4()
     sent = bosses(hunter, 30)
@@ -89,7 +92,7 @@ async def test_a_service_flood_for_one_player_is_capped_by_the_catalog(kit: Any)
     assert await kit.applied_count() == 10 + 30
 
 
-async def test_admin_refusals_are_in_the_error_shape_with_a_request_id(kit: Any) -> None:
+async def test_admin_refusals_are_in_the_error_shape_with_a_request_id(kit: Kit) -> None:
     system = kit.start()
     url = system.specs["scorer"].health_url.replace("/readyz", "/api/v1/admin/quarantine")
     admin = {"Authorization": f"Bearer {system.token(str(uuid.uuid4()), role='admin')}"}

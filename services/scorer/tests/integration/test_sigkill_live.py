@@ -10,10 +10,13 @@ import random
 import signal
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:  # pytest imports conftest itself (importlib mode); mypy knows it by path
+    from services.scorer.tests.integration.conftest import Kit
 
 EVENTS = 20_000
 USERS = 500
@@ -51,7 +54,7 @@ def plan(rng: random.Random, catalog: list[dict[str, Any]]) -> tuple[list[dict[s
 
 
 @pytest.mark.slow
-async def test_sigkilled_scorer_loses_nothing_and_counts_nothing_twice(kit: Any) -> None:
+async def test_sigkilled_scorer_loses_nothing_and_counts_nothing_twice(kit: Kit) -> None:
     rng = random.Random(20_000)
     system = kit.start(
         only=("ingest", "broadcaster", "scorer"),
@@ -143,7 +146,7 @@ def test_plan_is_what_the_issue_asks() -> None:
     ids = [e["actionId"] for e in events]
     assert len(events) == EVENTS and len(expected) == USERS
     assert len(ids) - len(set(ids)) == EVENTS * DUPLICATE_SHARE
-    firsts = {}
+    firsts: dict[str, dict[str, Any]] = {}
     for e in events:
         firsts.setdefault(e["actionId"], e)
     assert sum(e["points"] for e in firsts.values()) == sum(expected.values())

@@ -245,7 +245,7 @@ def test_a_batch_is_cut_at_each_correction_in_log_order() -> None:
     assert len(bad) == 1 and [type(g) for g in good] == [Corrected, Corrected]
     wrong_key = Record("t", 0, 9, b"someone-else", value)
     assert decode_log([wrong_key])[1][0].error == "record key does not match the event's userId"
-    a, b = object(), object()
-    items = [Decoded(recs[0], a), Decoded(recs[0], b), good[0], good[1], Decoded(recs[0], a)]  # type: ignore[arg-type]
+    a, b = action(), action()
+    items = [Decoded(recs[0], a), Decoded(recs[0], b), good[0], good[1], Decoded(recs[0], a)]
     cut = segments(items)
     assert [len(s) if isinstance(s, list) else "C" for s in cut] == [2, "C", "C", 1]

@@ -41,7 +41,7 @@ def item(
         points=200,
         occurred_at=at,
         accepted_at=at,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         request_id="r",
     )
     return Decoded(Record("t", 0, offset, str(user).encode(), event.to_bytes()), event)
@@ -106,7 +106,7 @@ def test_catalog_caps_cover_every_capped_type_over_one_hour() -> None:
 
 
 def test_service_caps_hold_service_events_only_and_off_drops_them() -> None:
-    policy = cap_policy(ScorerSettings(_env_file=None))  # type: ignore[call-arg]
+    policy = cap_policy(ScorerSettings(_env_file=None))
     user = uuid.uuid4()
     service = [item(user, i) for i in range(30)]
     allowed, held = velocity_verdicts(service, {}, policy)
@@ -114,7 +114,7 @@ def test_service_caps_hold_service_events_only_and_off_drops_them() -> None:
     assert "over 10 boss_defeated per 3600s" in held[0].reason
     players = [item(user, i, source="player") for i in range(30)]
     assert len(velocity_verdicts(players, {}, policy)[0]) == 30  # ingest paces the player path
-    off = cap_policy(ScorerSettings(_env_file=None, service_caps="off"))  # type: ignore[call-arg]
+    off = cap_policy(ScorerSettings(_env_file=None, service_caps="off"))
     assert not off and len(velocity_verdicts(service, {}, off)[0]) == 30
 
 

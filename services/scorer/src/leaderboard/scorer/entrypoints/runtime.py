@@ -1,7 +1,7 @@
-"""What the worker's pieces share while it runs: the settings, batch progress, the ports once start-up
-has completed, and the lazily built token verifier. The Faust app carries it (:class:`ScorerApp`),
-so the agent, the start-up service and the web views are module-level code that reads it from there
-instead of closures over locals of one function."""
+"""What the worker's pieces share while it runs: the settings, batch progress, the partitions it holds,
+the ports once start-up has completed, and the lazily built token verifier. The Faust app carries it
+(:class:`ScorerApp`), so the agent, the start-up service, the partition signals and the web views are
+module-level code that reads it from there instead of closures over locals of one function."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 import faust
 
 from leaderboard.common.auth import TokenVerifier
+from leaderboard.common.topics import Topics
+from leaderboard.scorer.assignment import Assignment
 from leaderboard.scorer.bootstrap import Ports
 from leaderboard.scorer.health import Progress
 from leaderboard.scorer.settings import ScorerSettings
@@ -23,7 +25,11 @@ class Runtime:
     progress: Progress
     ports: Ports | None = None  # set once start-up has completed: the scorer is ready
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    assignment: Assignment = field(init=False)  # the actions topic's partitions this worker holds
     _verifier: TokenVerifier | None = None
+
+    def __post_init__(self) -> None:
+        self.assignment = Assignment(Topics(self.settings.topic_prefix).actions)
 
     def mark_ready(self, ports: Ports) -> None:
         self.ports = ports

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -25,18 +23,15 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from leaderboard.common.auth import AuthError, Principal
+from leaderboard.common.auth import AuthError, MissingToken, Principal, authenticate, bearer_token
+from leaderboard.common.events import is_sane_request_id, new_request_id
 from leaderboard.scorer import service
 from leaderboard.scorer.entrypoints import schemas
-from leaderboard.scorer.entrypoints.auth import authenticate, bearer_token
 from leaderboard.scorer.entrypoints.errors import error_body, status_and_code
 from leaderboard.scorer.entrypoints.runtime import Runtime, ScorerApp
 from leaderboard.scorer.errors import DomainError, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
-# The rule of leaderboard.common.web.sane_request_id, repeated so that the scorer does not import
-# the FastAPI helpers for one regular expression.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
 METRICS_TYPE = "text/plain; version=0.0.4"
 
@@ -53,8 +48,9 @@ class Reply:
 
 
 def request_id(headers: Mapping[str, str]) -> str:
+    """The caller's ``X-Request-ID`` when sane (the rule every service keeps), else a new one."""
     given = headers.get("X-Request-ID", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if is_sane_request_id(given) else new_request_id()
 
 
 def refusal(exc: DomainError, headers: dict[str, str] | None = None) -> Reply:
@@ -81,15 +77,19 @@ def metrics(rt: Runtime, now: float) -> Reply:
 
 async def admin(rt: Runtime, authorization: str | None) -> Principal:
     """The caller, if it holds a valid admin token. Order of refusals: no credential (401), no key
-    to verify with (503), a token that does not verify (401), not an admin (403)."""
+    to verify with (503), a token that does not verify (401), not an admin (403). The header is read
+    and verified by ``leaderboard.common.auth.authenticate``, as in every other service."""
     try:
-        bearer_token(authorization)
+        if bearer_token(authorization) is None:
+            raise MissingToken()  # before the key: no credential is a 401 even where none is configured
         try:
             verifier = rt.verifier()
         except RuntimeError:
             log.exception("no JWT verification key configured")
             raise Unavailable("token verification is not configured") from None
         who = await authenticate(authorization, verifier)
+    except MissingToken:
+        raise Unauthorized("a bearer token is required") from None
     except AuthError as exc:
         raise Unauthorized(str(exc)) from None
     service.require_admin(who)

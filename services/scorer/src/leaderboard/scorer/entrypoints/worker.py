@@ -17,7 +17,9 @@ then the boards are rebuilt if Redis lost them, a version a crash kept from goin
 each windowed board's current period is opened, and pending quarantine audit events are sent; only
 then does the agent take batches and /readyz say ok. While the worker runs, :func:`roll_over_forever`
 opens each windowed board's new period at its boundary (no restart, no event needed).
-The web routes are ``entrypoints.web``.
+Faust's partition signals keep ``assignment`` (the ``scorer_assigned_partitions`` and
+``scorer_consumer_lag`` gauges) to the partitions this worker holds. The web routes are
+``entrypoints.web``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ import logging
 import os
 from typing import Any, ClassVar, cast
 
-import faust
 import mode
-from prometheus_client import Gauge
 
 from leaderboard.common.kafka import tune_faust_fetch_wait
 from leaderboard.common.topics import Topics
 from leaderboard.scorer.adapters.lease import Lease
+from leaderboard.scorer.assignment import TopicPartition
 from leaderboard.scorer.bootstrap import Ports, bootstrap
 from leaderboard.scorer.domain import Record
 from leaderboard.scorer.entrypoints import web
@@ -45,7 +46,6 @@ from leaderboard.scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 RETRY_FOR_S = 30.0
-LAG = Gauge("scorer_consumer_lag", "Records behind the high watermark (best effort)", ["partition"])
 
 
 def faust_options(settings: ScorerSettings) -> dict[str, Any]:
@@ -81,6 +81,8 @@ def build_app(settings: ScorerSettings) -> ScorerApp:
         value_serializer="raw",
     )
     app.service(cast(type[Stores], type("Stores", (Stores,), {"runtime": runtime})))
+    app.on_partitions_assigned.connect(on_partitions_assigned)
+    app.on_partitions_revoked.connect(on_partitions_revoked)
 
     @app.agent(actions)
     async def project(stream: Any) -> None:
@@ -125,6 +127,21 @@ class Stores(mode.Service):
             await stack.aclose()
 
 
+async def on_partitions_assigned(app: Any, /, *args: Any, **kwargs: Any) -> None:
+    """Faust's signal after a rebalance, ``(app, assigned)``: the worker's whole new assignment."""
+    assigned: set[TopicPartition] = args[0]
+    runtime = cast(ScorerApp, app).runtime
+    runtime.assignment.assigned(assigned)
+    log.info("holding partitions %s", sorted(runtime.assignment.held))
+
+
+async def on_partitions_revoked(app: Any, /, *args: Any, **kwargs: Any) -> None:
+    """Faust's signal, ``(app, revoked)``, once the agents have finished with the partitions being
+    taken away (so no batch of theirs reports a lag afterwards)."""
+    revoked: set[TopicPartition] = args[0]
+    cast(ScorerApp, app).runtime.assignment.revoked(revoked)
+
+
 async def start_up(projector: Projector) -> None:
     """What a crash or a flushed Redis may have left undone, before the first batch."""
     await projector.ensure_board()
@@ -161,7 +178,7 @@ async def consume(app: ScorerApp, stream: Any) -> None:
         _observe_lag(app, events)
 
 
-def _observe_lag(app: faust.App, events: Any) -> None:
+def _observe_lag(app: ScorerApp, events: Any) -> None:
     """Consumer lag per partition after a batch: high watermark minus the next offset to read."""
     last: dict[Any, int] = {}
     for e in events:
@@ -170,7 +187,7 @@ def _observe_lag(app: faust.App, events: Any) -> None:
         with contextlib.suppress(Exception):  # best effort: the highwater may be unknown yet
             high = app.consumer.highwater(tp)
             if high is not None:
-                LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))
+                app.runtime.assignment.observe_lag(tp.partition, high - offset - 1)
 
 
 async def _process_or_die(projector: Projector, records: list[Record], progress: Progress) -> None:
