@@ -69,6 +69,10 @@ def test_quick_bench_writes_every_figure_with_baseline_and_ratio(tmp_path: Path)
     # Every completion used a distinct valid ticket: none refused.
     for r in data["http"]["k6_runs"]["complete"]:
         assert r["ok"] > 0 and r["bad"] == 0, r
+    # Every event of every service batch carried a new actionId: ingest accepted them all, none a duplicate.
+    for r in data["http"]["k6_runs"]["batch"]:
+        assert r["ok"] > 0 and r["bad"] == 0, r
+        assert r["accepted"] == r["ok"] * 100 and r["duplicates"] == 0, r
     assert data["scorer"]["consistent"] is True
 
     png = out / "bench.png"

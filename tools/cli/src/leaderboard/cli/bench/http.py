@@ -149,7 +149,13 @@ def _measure(ctx: Context, system: System, naive_url: str) -> dict[str, Any]:
             USERS=str(work / "users.json"),
             **closed,
         )
-        accepted += batch.ok * sizes.batch_events
+        sent = batch.ok * sizes.batch_events
+        if batch.accepted != sent or batch.duplicates:
+            raise RuntimeError(
+                f"service batches: ingest accepted {batch.accepted} of the {sent} events sent"
+                f" ({batch.duplicates} duplicates): every event must carry a new actionId"
+            )
+        accepted += sent
         go(
             "naive_per_request",
             "post",

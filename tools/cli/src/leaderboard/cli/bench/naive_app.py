@@ -31,7 +31,7 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from leaderboard.common.auth import ensure_dev_keys
 from leaderboard.common.settings import CommonSettings, HttpServiceSettings
@@ -64,7 +64,11 @@ def create_app(settings: CommonSettings, poll_interval_s: float = 0.1) -> FastAP
         pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=2, max_size=10)
         async with pool.acquire() as conn:
             await conn.execute(SCHEMA)
-        redis = Redis.from_url(settings.redis_url)
+        # Requests past 100 in flight wait for a Redis connection, as they wait for one of Postgres's
+        # 10 (redis-py's default pool raises "Too many connections" instead under open-loop load).
+        redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(settings.redis_url, max_connections=100, timeout=None)
+        )
         state.update(pool=pool, redis=redis)
         try:
             yield
