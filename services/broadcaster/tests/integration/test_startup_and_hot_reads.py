@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from leaderboard.cli.processes import free_port
-from leaderboard.cli.services import ServiceSpec, Supervisor, leaderboard_cmd
-from leaderboard.cli.testing import Namespace
+from leaderboard.testkit.processes import free_port
+from leaderboard.testkit.services import ServiceSpec, Supervisor, leaderboard_cmd
+from leaderboard.testkit.testing import Namespace
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
