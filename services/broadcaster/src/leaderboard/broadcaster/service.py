@@ -59,24 +59,54 @@ async def _archived(call: Awaitable[T]) -> T:
         raise ArchiveUnavailable(type(exc).__name__) from None
 
 
+# Metadata already read per board period, valid for one state of its Redis board: (epoch, rev) names it
+# (rev rises on every write to the board, and a rebuild starts a new epoch), so a read of an unchanged
+# board asks Postgres only for users it has not seen yet. Bounded per board period.
+_METADATA_CACHE: dict[tuple[str, str], tuple[tuple[str, int], dict[str, Any]]] = {}
+METADATA_CACHE_USERS = 50_000
+
+
+def _cached_metadata(board: str, period: str, state: tuple[str, int] | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    cached = _METADATA_CACHE.get((board, period))
+    if cached is None or cached[0] != state or len(cached[1]) > METADATA_CACHE_USERS:
+        cached = (state, {})
+        _METADATA_CACHE[(board, period)] = cached
+    return cached[1]
+
+
 async def with_metadata(
-    p: Ports, board: str, period: str, entries: list[dict[str, Any]]
+    p: Ports,
+    board: str,
+    period: str,
+    entries: list[dict[str, Any]],
+    state: tuple[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """``entries`` with the ``metadata`` of those whose entry has some (best effort, see the module)."""
+    """``entries`` with the ``metadata`` of those whose entry has some (best effort, see the module).
+    ``state`` (the board's epoch and rev) lets reads of an unchanged board reuse what was read."""
     global _last_warning, _metadata_paused_until
     if p.archive is None or not entries or time.monotonic() < _metadata_paused_until:
         return entries
-    try:
-        found = await asyncio.wait_for(
-            p.archive.metadata(board, period, [e["userId"] for e in entries]), METADATA_TIMEOUT_S
-        )
-    except Exception as exc:
-        _metadata_paused_until = time.monotonic() + METADATA_PAUSE_S
-        if time.monotonic() - _last_warning > WARN_EVERY_S:
-            _last_warning = time.monotonic()
-            log.warning("entries served without metadata: Postgres did not answer (%s)", exc)
-        return entries
-    return [{**e, "metadata": found[e["userId"]]} if e["userId"] in found else e for e in entries]
+    known = _cached_metadata(board, period, state)
+    wanted = [e["userId"] for e in entries if known is None or e["userId"] not in known]
+    found: dict[str, Any] = {}
+    if wanted:
+        try:
+            found = await asyncio.wait_for(p.archive.metadata(board, period, wanted), METADATA_TIMEOUT_S)
+        except Exception as exc:
+            _metadata_paused_until = time.monotonic() + METADATA_PAUSE_S
+            if time.monotonic() - _last_warning > WARN_EVERY_S:
+                _last_warning = time.monotonic()
+                log.warning("entries served without metadata: Postgres did not answer (%s)", exc)
+            return entries
+        if known is not None:
+            known.update({user: found.get(user) for user in wanted})
+    if known is not None:
+        found = known
+    return [
+        {**e, "metadata": found[e["userId"]]} if found.get(e["userId"]) is not None else e for e in entries
+    ]
 
 
 async def board_page(
@@ -91,7 +121,8 @@ async def board_page(
             board, offset, limit, descending, period=r.period.id, ascending=r.spec.ascending
         )
         if found is not None:
-            entries = await with_metadata(p, board, r.period.id, found.entries)
+            state = (found.meta.epoch, found.meta.rev)
+            entries = await with_metadata(p, board, r.period.id, found.entries, state)
             return r, replace(found, entries=entries)
         if r.current:
             return r, EMPTY
