@@ -16,6 +16,7 @@ lifts it again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -206,3 +207,46 @@ def ranked(entries: Mapping[str, Entry], ascending: bool) -> list[StandingEntry]
         StandingEntry(i, user, e.score, e.reached_ms, e.action_id, e.metadata)
         for i, (user, e) in enumerate(order, 1)
     ]
+
+
+# Postgres's record of the log, as board_at takes it: the actions that could feed a board, accepted by
+# a moment (from a period's start when given), and the corrections decided by then, in log order. Used
+# by ``leaderboard board --at`` and the broadcaster's ``?at=``; the connection is asyncpg's.
+PAST_ACTIONS = """
+SELECT action_id, user_id, action_type, points, accepted_at, metadata FROM actions
+WHERE accepted_at <= $1 AND ($2::text[] IS NULL OR action_type = ANY($2))
+  AND ($3::timestamptz IS NULL OR accepted_at >= $3)
+ORDER BY kafka_partition, kafka_offset, action_id
+"""
+PAST_CORRECTIONS = """
+SELECT event_type, user_id, at, action_id, username FROM corrections
+WHERE at <= $1 ORDER BY kafka_partition, kafka_offset, correction_id
+"""
+
+
+class Fetches(Protocol):
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+
+async def load_past(
+    conn: Fetches, spec: BoardSpec, at: datetime, since: datetime | None = None
+) -> tuple[list[PastAction], list[PastCorrection]]:
+    """The actions that could feed ``spec`` accepted by ``at`` (from ``since``), and the corrections
+    decided by then, as :func:`board_at` takes them."""
+    types = sorted(spec.types) if spec.types else None
+    actions = [
+        PastAction(
+            r["action_id"],
+            r["user_id"],
+            r["action_type"],
+            int(r["points"]),
+            r["accepted_at"],
+            json.loads(r["metadata"]) if r["metadata"] is not None else None,
+        )
+        for r in await conn.fetch(PAST_ACTIONS, at, types, since)
+    ]
+    corrections = [
+        PastCorrection(r["event_type"], r["user_id"], r["at"], r["action_id"], r["username"])
+        for r in await conn.fetch(PAST_CORRECTIONS, at)
+    ]
+    return actions, corrections

@@ -19,42 +19,14 @@ import asyncpg
 
 from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.events import from_epoch_ms, iso_ms
-from leaderboard.common.history import BoardAt, PastAction, PastCorrection, board_at
-
-ACTIONS = """
-SELECT action_id, user_id, action_type, points, accepted_at, metadata FROM actions
-WHERE accepted_at <= $1 AND ($2::text[] IS NULL OR action_type = ANY($2))
-ORDER BY kafka_partition, kafka_offset, action_id
-"""
-
-CORRECTIONS = """
-SELECT event_type, user_id, at, action_id, username FROM corrections
-WHERE at <= $1 ORDER BY kafka_partition, kafka_offset, correction_id
-"""
+from leaderboard.common.history import BoardAt, PastAction, PastCorrection, board_at, load_past
 
 
 async def load(
     conn: asyncpg.Connection, catalog: BoardCatalog, board: str, at: datetime
 ) -> tuple[list[PastAction], list[PastCorrection]]:
     """The actions that could feed ``board`` accepted by ``at``, and the corrections decided by then."""
-    spec = catalog.boards[board]
-    types = sorted(spec.types) if spec.types else None
-    actions = [
-        PastAction(
-            r["action_id"],
-            r["user_id"],
-            r["action_type"],
-            int(r["points"]),
-            r["accepted_at"],
-            json.loads(r["metadata"]) if r["metadata"] is not None else None,
-        )
-        for r in await conn.fetch(ACTIONS, at, types)
-    ]
-    corrections = [
-        PastCorrection(r["event_type"], r["user_id"], r["at"], r["action_id"], r["username"])
-        for r in await conn.fetch(CORRECTIONS, at)
-    ]
-    return actions, corrections
+    return await load_past(conn, catalog.boards[board], at)
 
 
 async def board_at_time(

@@ -29,7 +29,7 @@ import asyncpg
 from leaderboard.broadcaster.adapters.reads import Meta, Page
 from leaderboard.broadcaster.domain import Cursor, iso_ms
 from leaderboard.common.boards import BoardCatalog, BoardSpec, Period
-from leaderboard.common.history import BoardAt, PastAction, PastCorrection, board_at
+from leaderboard.common.history import BoardAt, board_at, load_past
 
 # Every entry of one period with its strict and shared rank. The window runs over the whole period:
 # archives are read rarely, and the index (board, period, rank_key, reached_at, user_id) feeds it in order.
@@ -56,16 +56,6 @@ METADATA = (
 # As ``tools/cli/src/leaderboard/cli/history.py`` reads them (the broadcaster cannot import the CLI):
 # every action that could feed the board accepted by the moment (voided ones too: which stood voided
 # at the moment is the corrections' fold), from the period's start when it has one, in log order.
-PAST_ACTIONS = """
-SELECT action_id, user_id, action_type, points, accepted_at, metadata FROM actions
-WHERE accepted_at <= $1 AND ($2::text[] IS NULL OR action_type = ANY($2))
-  AND ($3::timestamptz IS NULL OR accepted_at >= $3)
-ORDER BY kafka_partition, kafka_offset, action_id
-"""
-PAST_CORRECTIONS = """
-SELECT event_type, user_id, at, action_id, username FROM corrections
-WHERE at <= $1 ORDER BY kafka_partition, kafka_offset, correction_id
-"""
 NAMES = "SELECT user_id::text, username FROM users WHERE user_id = ANY($1::uuid[])"
 # One user's actions on a board (its types) and period, in log-time order (acceptedAt, then actionId),
 # after the cursor's (acceptedAt, actionId) when there is one. ``actions_user_idx`` (user_id,
@@ -129,30 +119,6 @@ class HistoryPage:
     actions: list[dict[str, Any]]
     corrections: list[dict[str, Any]]
     last: Cursor | None
-
-
-async def load_past(
-    conn: asyncpg.Connection, spec: BoardSpec, at: datetime, since: datetime | None
-) -> tuple[list[PastAction], list[PastCorrection]]:
-    """The actions that could feed ``spec`` accepted by ``at`` (from ``since``), and the
-    corrections decided by then, as :func:`leaderboard.common.history.board_at` takes them."""
-    types = sorted(spec.types) if spec.types else None
-    actions = [
-        PastAction(
-            r["action_id"],
-            r["user_id"],
-            r["action_type"],
-            int(r["points"]),
-            r["accepted_at"],
-            json.loads(r["metadata"]) if r["metadata"] is not None else None,
-        )
-        for r in await conn.fetch(PAST_ACTIONS, at, types, since)
-    ]
-    corrections = [
-        PastCorrection(r["event_type"], r["user_id"], r["at"], r["action_id"], r["username"])
-        for r in await conn.fetch(PAST_CORRECTIONS, at)
-    ]
-    return actions, corrections
 
 
 def _entry(r: asyncpg.Record) -> dict[str, Any]:
