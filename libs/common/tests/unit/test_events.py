@@ -10,6 +10,8 @@ from leaderboard.common.events import (
     AttemptRejected,
     DeadLetter,
     decode_action,
+    decode_board_changed,
+    decode_log_event,
     epoch_ms,
     escape_unsafe,
     from_epoch_ms,
@@ -66,6 +68,15 @@ def test_decode_round_trip_and_upcast_point() -> None:
 def test_undecodable_input_raises(raw: bytes) -> None:
     with pytest.raises((ValueError, ValidationError)):
         decode_action(raw)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 100_000, b'{"top":' + b"[" * 100_000])
+def test_json_nested_past_the_parsers_limit_is_a_value_error(raw: bytes) -> None:
+    """``json.loads`` raises RecursionError there: every decoder turns it into the ValueError that
+    consumers treat as one refused record (a RecursionError restarted the broadcaster's feed)."""
+    for decoder in (decode_action, decode_board_changed, decode_log_event):
+        with pytest.raises(ValueError, match="nested too deeply"):
+            decoder(raw)
 
 
 def test_unknown_fields_and_bad_points_refused() -> None:

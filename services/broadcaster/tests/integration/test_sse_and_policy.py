@@ -80,6 +80,18 @@ async def of_epoch(stream: Sse, epoch: str) -> dict[str, Any]:
     return event
 
 
+async def holds_version(url: str, epoch: str, version: int, timeout: float = 30) -> None:
+    """Wait until the broadcaster's board (its hot top read) is at ``epoch``/``version``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            body = (await client.get(f"{url}/api/v1/leaderboard")).json()
+            if (body.get("epoch"), body.get("version")) == (epoch, version):
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"still at {body.get('version')}"
+            await asyncio.sleep(0.02)
+
+
 async def test_sse_snapshot_updates_and_last_event_id(
     url: str, changes: Callable[[], ChangeProducer]
 ) -> None:
@@ -100,6 +112,7 @@ async def test_sse_snapshot_updates_and_last_event_id(
         assert update["changed"]
 
     await feed.publish(2)  # missed while disconnected: 5 and 6
+    await holds_version(url, feed.epoch, 6)  # the broadcaster has both before the client comes back
     async with sse(url, headers={"Last-Event-ID": "4"}) as stream:
         resumed = await stream.next()
         assert (resumed["event"], resumed["version"], resumed["top"]) == ("update", 6, feed.tops[6])

@@ -10,6 +10,7 @@ Layout (``{base}`` = ``{prefix}:board:{board}``, then ``:{period}`` when the boa
     {base}:ver           hash userId -> the Postgres version Redis holds (late writes never roll back)
     {base}:rebuild-lock  the lock a rebuild from Postgres holds
     {base}:rebuild:{token}:{rank|member|names|ver}   a rebuild's keys, built aside, then RENAMEd
+    {prefix}:changes     pub/sub channel: every BoardChanged record, repeated (see changes_channel)
 
 Periods (boards with a time window, issue 10): ``BoardKeys(prefix, "daily", period="2026-11-23")``
 gives ``{prefix}:board:daily:2026-11-23:rank`` and so on. Without a period nothing is appended, so
@@ -48,6 +49,15 @@ ALL_PERIOD = "all"  # the period id of an all-time board (no key suffix)
 SCORE_DIGITS = 19  # 2**63 - 1 has 19 digits
 MS_DIGITS = 13  # epoch milliseconds up to the year 2286
 MEMBER_USER_OFFSET = SCORE_DIGITS + 1 + MS_DIGITS + 1  # 0-based index of the userId in a rank member
+
+
+def changes_channel(prefix: str) -> str:
+    """Redis pub/sub channel on which the scorer repeats each ``BoardChanged`` record (the same bytes)
+    as it sends it to Kafka: the broadcasters' low-latency path. The changes topic stays the
+    ordered, durable feed; a broadcaster applies whichever copy comes first (the hub keeps the newer
+    version), so a lost pub/sub message only costs the Kafka fetch's delay."""
+    return f"{prefix}:changes"
+
 
 # What Lua scripts need of the layout, for ``string.Template(script).substitute(LUA)``.
 LUA: dict[str, int] = {"member_user_start": MEMBER_USER_OFFSET + 1}

@@ -417,10 +417,21 @@ def decode(raw: bytes, kind: type[E]) -> E:
 
     Raises ``ValueError`` (``pydantic.ValidationError`` is one) for anything that is not such an event.
     """
-    payload = json.loads(raw)
+    payload = _json_object(raw)
+    return kind.model_validate(_upcast(kind, payload))
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object in ``raw``, or ``ValueError``: JSON nested past the parser's recursion limit
+    (``[[[[...``) raises ``RecursionError`` in ``json.loads``, which must not escape as anything but a
+    refused record (it would restart a consumer or stall the scorer on one poison record)."""
+    try:
+        payload = json.loads(raw)
+    except RecursionError:
+        raise ValueError("event JSON is nested too deeply") from None
     if not isinstance(payload, dict):
         raise ValueError("event is not a JSON object")
-    return kind.model_validate(_upcast(kind, payload))
+    return payload
 
 
 def decode_action(raw: bytes) -> ActionCompleted:
@@ -440,9 +451,7 @@ def decode_log_event(raw: bytes) -> LogEvent:
     """A record of ``leaderboard.actions.v1``: an action, or a correction named by ``eventType``
     (a record without ``eventType`` is an ActionCompleted, as every record written before
     corrections existed). Through :func:`decode`, so through the one upcaster."""
-    payload = json.loads(raw)
-    if not isinstance(payload, dict):
-        raise ValueError("event is not a JSON object")
+    payload = _json_object(raw)
     name = payload.get("eventType", "ActionCompleted")
     kind = _LOG_TYPES.get(name) if isinstance(name, str) else None
     if kind is None:

@@ -54,7 +54,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 
-from leaderboard.common.boardkeys import ALL_PERIOD, BoardKeys
+from leaderboard.common.boardkeys import ALL_PERIOD, BoardKeys, changes_channel
 from leaderboard.common.boards import (
     ALL_TIME,
     BoardCatalog,
@@ -115,6 +115,7 @@ class Projector:
         self.publish = publish
         self.pool, self.redis, self.producer = pool, redis, producer
         self.topics = Topics(settings.topic_prefix)
+        self.changes_channel = changes_channel(settings.redis_prefix)
         self.catalog = catalog or BoardCatalog.load(settings.boards_file)
         self.clock = clock or system_clock(settings.clock_offset_s)
         # Redis expires keys by its own (wall) clock: expiry times are moved by the clock's shift.
@@ -207,7 +208,7 @@ class Projector:
             spec.id,
             period.id,
         )
-        await self._announce((spec.id, period.id), current)
+        await self._announce({(spec.id, period.id): current})
         return current
 
     async def roll_over(self) -> list[PeriodKey]:
@@ -256,7 +257,7 @@ class Projector:
             )
         change = await rb.apply([])
         if change is not None and self._announced(spec, period):
-            await self._announce((spec.id, period.id), change)
+            await self._announce({(spec.id, period.id): change})
         return change
 
     async def process(self, records: Sequence[domain.Record]) -> BatchResult:
@@ -408,22 +409,26 @@ class Projector:
         for e in entries:
             groups.setdefault((e.board, e.period), []).append(e)
         now = self.clock()
-        changes: dict[PeriodKey, TopChange] = {}
-        for (board, period_id), rows in groups.items():
-            spec = self.catalog.boards[board]
-            period = spec.period(period_id)
-            if not spec.kept(period, now):
-                continue
-            rb = self.redis_board(spec, period)
-            try:
-                change = await rb.apply(rows)
-            except NoEpoch:
-                log.warning("board %s/%s missing from Redis; building it from Postgres", board, period_id)
-                await self.rebuild(board, period)  # includes this batch: Postgres already committed it
-                change = await rb.apply(rows)
-            if change is not None:
-                changes[(board, period_id)] = change
-        return changes
+        kept = [
+            (key, rows)
+            for key, rows in groups.items()
+            if self.catalog.boards[key[0]].kept(self.catalog.boards[key[0]].period(key[1]), now)
+        ]
+        # Board periods have disjoint keys: their scripts run concurrently (one round trip's latency
+        # for the batch, not one per board: the end-to-end profile of issue 12).
+        results = await asyncio.gather(*(self._apply_board(key, rows) for key, rows in kept))
+        return {key: change for (key, _), change in zip(kept, results, strict=True) if change is not None}
+
+    async def _apply_board(self, key: PeriodKey, rows: list[domain.EntryRow]) -> TopChange | None:
+        spec = self.catalog.boards[key[0]]
+        period = spec.period(key[1])
+        rb = self.redis_board(spec, period)
+        try:
+            return await rb.apply(rows)
+        except NoEpoch:
+            log.warning("board %s/%s missing from Redis; building it from Postgres", key[0], key[1])
+            await self.rebuild(key[0], period)  # includes this batch: Postgres already committed it
+            return await rb.apply(rows)
 
     async def _announce_pending(self, changes: dict[PeriodKey, TopChange]) -> TopChange | None:
         """Announce each changed top of a current period. A change is kept until sent, so that a
@@ -432,22 +437,54 @@ class Projector:
             merged = domain.merge_changes(self._pending.get(key), change)
             if merged is not None:
                 self._pending[key] = merged
-        main = None
-        for key in list(self._pending):
-            spec = self.catalog.boards[key[0]]
-            if self._announced(spec, spec.period(key[1])):
-                await self._announce(key, self._pending[key])
-            if key == (self.settings.board, ALL_PERIOD):
-                main = self._pending[key]
-            del self._pending[key]
+        due = [
+            key
+            for key in self._pending
+            if self._announced(self.catalog.boards[key[0]], self.catalog.boards[key[0]].period(key[1]))
+        ]
+        await self._announce({key: self._pending[key] for key in due})
+        main = self._pending.get((self.settings.board, ALL_PERIOD))
+        self._pending.clear()
         return main
 
-    async def _announce(self, key: PeriodKey, change: TopChange) -> None:
+    async def _announce(self, changes: dict[PeriodKey, TopChange]) -> None:
+        """Send every change of the batch at once (one acknowledgement wait, not one per board; the
+        topic has one partition, so each board's versions stay in order across batches), then record
+        their versions in one statement. A failure keeps them all pending: a retried batch sends them
+        again, and the hub ignores a version it already has."""
+        if not changes:
+            return
+        if self.publish:
+            records = [
+                (key[0].encode(), self._board_changed(key, c).to_bytes()) for key, c in changes.items()
+            ]
+            sends = [await self.producer.send(self.topics.changes, value, key=k) for k, value in records]
+            # The pub/sub copy goes out beside the Kafka send rather than after its acknowledgement:
+            # Redis's boards already show this change, so nothing is revealed early by it.
+            await asyncio.gather(*sends, self._repeat_on_redis([value for _, value in records]))
+        async with self.pool.acquire() as conn:
+            await projection.record_versions(conn, [(b, p, c.version) for (b, p), c in changes.items()])
+        main = changes.get((self.settings.board, ALL_PERIOD))
+        if main is not None:
+            BOARD_VERSION.set(main.version)
+
+    async def _repeat_on_redis(self, values: list[bytes]) -> None:
+        """The announced records, repeated on Redis pub/sub for the broadcasters' live path (best
+        effort: Kafka has them, and a broadcaster that misses these takes them from the topic)."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for value in values:
+                pipe.publish(self.changes_channel, value)
+            await pipe.execute()
+        except Exception as exc:  # Redis is needed again next batch; Kafka covers this one
+            log.warning("repeating board changes on Redis failed (%s); broadcasters follow Kafka", exc)
+
+    def _board_changed(self, key: PeriodKey, change: TopChange) -> BoardChanged:
         board, period = key
         ascending = self.catalog.boards[board].ascending
         old = ranked_entries(change.old, ascending=ascending)
         new = ranked_entries(change.new, ascending=ascending)
-        event = BoardChanged(
+        return BoardChanged(
             board=board,
             period=period,
             epoch=change.epoch,
@@ -456,12 +493,6 @@ class Projector:
             changed=changed_entries(old, new),
             at=now_ms(),
         )
-        if self.publish:
-            await self.producer.send_and_wait(self.topics.changes, event.to_bytes(), key=board.encode())
-        async with self.pool.acquire() as conn:
-            await projection.record_version(conn, board, change.version, period)
-        if key == (self.settings.board, ALL_PERIOD):
-            BOARD_VERSION.set(change.version)
 
     async def _dead_letter(self, bad: list[domain.Rejected]) -> None:
         """Each record to the DLQ with its raw bytes and error, and an audit event naming it."""

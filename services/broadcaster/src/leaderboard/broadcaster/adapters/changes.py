@@ -12,6 +12,14 @@ partitions are unknown it asks the consumer's own client to track the topic and 
 metadata. ``consumer.topics()`` would not do: it fetches metadata without adopting it, so the
 consumer would learn of the topic only at aiokafka's periodic refresh (5 minutes).
 
+Live path (issue 12): the scorer repeats each record it announced, the same bytes, on a Redis
+pub/sub channel (``boardkeys.changes_channel``) as it sends it to the topic (Redis's board already
+shows the change by then). The feed applies
+both copies through the same code; the hub keeps the newer version, so the second copy of a change
+is a no-op and a pub/sub message lost in a reconnect only costs the topic's fetch delay. The
+embedded broker answers a waiting fetch late (it does not wake it when a record arrives): the pub/sub
+copy takes that wait, about half of the end-to-end delay, off the path from a write to its frame.
+
 Periods (issue 10): the hub holds one state per board, the board's current period
 (``domain.BoardPeriods``). An announcement of another period is ignored (a late one after a
 rollover; past periods are read over REST), an announcement of a later period moves the board to it
@@ -33,6 +41,7 @@ from pydantic import ValidationError
 from leaderboard.broadcaster.adapters.reads import BoardReader
 from leaderboard.broadcaster.domain import BoardPeriods, with_shared_ranks
 from leaderboard.broadcaster.hub import BoardState, Hub
+from leaderboard.common.boardkeys import changes_channel
 from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.events import decode_board_changed
 from leaderboard.common.kafka import ensure_topics, new_consumer
@@ -63,6 +72,7 @@ class ChangeFeed:
         self._tasks = [
             asyncio.create_task(self._consume(), name="changes-feed"),
             asyncio.create_task(self._reconcile(), name="changes-reconcile"),
+            asyncio.create_task(self._follow_redis(), name="changes-pubsub"),
         ]
 
     async def stop(self) -> None:
@@ -96,6 +106,21 @@ class ChangeFeed:
                 await asyncio.sleep(1)
             finally:
                 await consumer.stop()
+
+    async def _follow_redis(self) -> None:
+        """Apply the scorer's pub/sub copy of each change (see the module docstring)."""
+        channel = changes_channel(self.settings.redis_prefix)
+        while True:
+            try:
+                async with self.reader.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(channel)
+                    async for message in pubsub.listen():
+                        self._apply(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("board-change subscription lost (%s); resubscribing", exc)
+                await asyncio.sleep(1)
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         """The topic's partitions, once the consumer's metadata knows them."""

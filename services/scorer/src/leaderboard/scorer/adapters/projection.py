@@ -366,15 +366,17 @@ async def new_epoch(conn: asyncpg.Connection, board: str, epoch: str, period: Pe
     return int(version)
 
 
-async def record_version(
-    conn: asyncpg.Connection, board: str, version: int, period: str = ALL_PERIOD
-) -> None:
+async def record_versions(conn: asyncpg.Connection, versions: Sequence[tuple[str, str, int]]) -> None:
+    """Each (board, period)'s announced version, in one statement (never moves a version back)."""
     await conn.execute(
-        "UPDATE boards SET version = GREATEST(version, $3), updated_at = now() "
-        "WHERE board = $1 AND period = $2",
-        board,
-        period,
-        version,
+        "UPDATE boards AS b SET version = GREATEST(b.version, v.version), updated_at = now() "
+        "FROM (SELECT board, period, max(version) AS version "
+        "FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(board, period, version) "
+        "GROUP BY board, period) AS v "
+        "WHERE b.board = v.board AND b.period = v.period",
+        [b for b, _, _ in versions],
+        [p for _, p, _ in versions],
+        [v for _, _, v in versions],
     )
 
 

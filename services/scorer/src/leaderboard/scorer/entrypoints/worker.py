@@ -70,7 +70,7 @@ def faust_options(settings: ScorerSettings) -> dict[str, Any]:
 
 
 def build_app(settings: ScorerSettings) -> ScorerApp:
-    tune_faust_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    tune_faust_fetch_wait(settings.scorer_fetch_max_wait_ms)
     runtime = Runtime(settings, Progress(settings.stall_after_s))
     app = ScorerApp(runtime, settings.scorer_group, **faust_options(settings))
     actions = app.topic(
