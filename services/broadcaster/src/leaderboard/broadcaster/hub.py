@@ -1,9 +1,11 @@
 """In-memory board state and fan-out to live clients, as python-websockets' broadcast guide advises.
 
-No awaiting each client in turn: every client has its own writer task and a one-slot mailbox.
-Publishing a new state only replaces the slot's content and wakes the writer, so a slow client is
-*coalesced* to the latest state (the intermediate versions are skipped, never reordered) and a
-stuck client is *dropped* after ``send_timeout``; neither delays the others nor grows memory.
+No awaiting each client in turn: a frame is written to every client at once (a non-blocking write
+per connection, as the guide's ``broadcast()``), and a client whose socket is full gets a task that
+finishes its frame, plus a one-slot mailbox. Publishing a new state meanwhile only replaces the
+slot's content, so a slow client is *coalesced* to the latest state (the intermediate versions are
+skipped, never reordered) and a stuck client is *dropped* after ``send_timeout``; neither delays
+the others nor grows memory. No task per client otherwise (see :class:`Client`).
 
 Frames: ``snapshot`` (first frame, or after an epoch change) and ``update`` with strictly increasing
 versions and ``changed`` relative to what *that* client last received. Every frame carries the whole
@@ -33,6 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -116,7 +119,7 @@ class Client:
         self,
         hub: Hub,
         board: str,
-        send: Callable[[str, BoardState, str], Awaitable[None]],
+        send: Callable[[str, BoardState, str], Awaitable[None]] | None,
         transport: str,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -133,6 +136,16 @@ class Client:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _write(self, text: str, state: BoardState, kind: str) -> Awaitable[None]:
+        """One frame to the peer: ``send``. A subclass may write itself instead (and pass no ``send``)."""
+        assert self._send is not None, "a client without send must override _write"
+        return self._send(text, state, kind)
+
+    def _on_closed(self) -> None:
+        """Called once when the client is closed: ``on_close``; a subclass may override it."""
+        if self.on_close is not None:
+            self.on_close()
 
     def offer(self, state: BoardState, kind: str = "update", live: bool = True) -> None:
         """Put ``state`` in the one-slot mailbox and write it now unless a send is still pending.
@@ -164,9 +177,11 @@ class Client:
                 text, kind = state.snapshot, "snapshot"
             else:
                 text = self.hub.update_frame(self.last, state)
-            coro = self._send(text, state, kind)
+            coro = self._write(text, state, kind)
+            if type(coro) is not CoroutineType:
+                coro = _awaiting(coro)  # an awaitable that is not a coroutine: driven the same way
             try:
-                waiting = coro.send(None)  # type: ignore[attr-defined]
+                waiting = coro.send(None)
             except StopIteration:
                 self._sent(state, live)
                 continue
@@ -231,11 +246,10 @@ class Client:
             busy.cancel()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-        if self.on_close is not None:
-            try:
-                self.on_close()
-            except Exception:  # one broken callback must not stop a fan-out
-                log.exception("closing a %s client failed", self.transport)
+        try:
+            self._on_closed()
+        except Exception:  # one broken callback must not stop a fan-out
+            log.exception("closing a %s client failed", self.transport)
 
     async def run(self) -> None:
         """Wait until the client is closed (dropped, gone or detached)."""
@@ -244,6 +258,10 @@ class Client:
         if self._waiter is None:
             self._waiter = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._waiter)
+
+
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 class Hub:

@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from leaderboard.broadcaster.app import create_app
+from leaderboard.broadcaster.entrypoints.ws import LiveSocketProtocol
 from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.logs import setup_logging
 
@@ -41,7 +42,9 @@ def run(port: int | None = None) -> None:
     uvicorn.run(
         create_app(settings),
         **settings.uvicorn_options(settings.port),
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol, lean per connection (issue 12's fan-out profile: it
+        # drops the handshake's headers after the answer and holds no asyncio.Queue per socket).
+        ws=LiveSocketProtocol,
         ws_per_message_deflate=False,
         ws_max_size=4096,
         ws_ping_interval=settings.ws_ping_interval_s,

@@ -3,7 +3,8 @@
 Run it with ``leaderboard broadcaster``; settings come from ``LEADERBOARD_*`` (``BroadcasterSettings``).
 Instances are stateless and independent: each follows the whole change topic, so any number can
 sit behind a load balancer. This module only wires: the lifespan enters ``bootstrap`` and hooks the
-drain to SIGTERM, then middleware, the error map and one router per resource.
+drain to SIGTERM, then middleware, the error map and one router per resource; WebSocket handshakes
+go to the live endpoint ahead of all of it (:class:`BroadcasterApp`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from leaderboard.broadcaster.bootstrap import Ports, bootstrap
 from leaderboard.broadcaster.entrypoints import errors
@@ -52,9 +54,24 @@ def lifespan(settings: BroadcasterSettings) -> Callable[[FastAPI], AbstractAsync
     return run
 
 
+class BroadcasterApp(FastAPI):
+    """FastAPI with the live WebSocket in front (issue 12): every ``websocket`` scope goes straight to
+    ``routes.live.endpoint``, a raw ASGI app, past the middleware and FastAPI's routing, which a
+    connection would otherwise hold for its whole life (see ``routes/live.py``). HTTP (and the
+    lifespan) goes through FastAPI as before; ``live.router`` stays included, so the app's routes
+    still list the socket."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["app"] = self  # where the endpoint finds the ports, as Starlette would set it
+            await live.endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: BroadcasterSettings | None = None) -> FastAPI:
     settings = settings or BroadcasterSettings()
-    app = FastAPI(
+    app = BroadcasterApp(
         title="Leaderboard broadcaster",
         version="1.0.0",
         lifespan=lifespan(settings),

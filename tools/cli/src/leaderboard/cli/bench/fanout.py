@@ -1,29 +1,32 @@
-"""Fan-out: the delay from a board change being published to ``leaderboard.changes.v1`` to its
-WebSocket frame arriving at each of N connected clients (N = 100, 1,000, 5,000), and the
-broadcaster's memory per connection.
+"""Fan-out: the delay from a board change being published to its WebSocket frame arriving at each
+of N connected clients (N = 1,000, 5,000, 10,000 by default), and the server's memory per connection.
 
 Set-up per N: a fresh ``leaderboard broadcaster`` process; the bench publishes ``BoardChanged``
-events (a top 10, as the scorer does) straight to the changes topic, so what is measured is the
-broadcaster alone: consume, adopt, fan out. The clients are python-websockets connections spread
-over worker processes (``clients_per_worker`` each; this module is also the worker), all on this
-machine, so their own CPU is part of the figure on a small box. Delays compare wall-clock stamps
-taken in different processes on one machine: the publisher's just before the send, the client's
-as ``recv`` returns.
+events (a top 10) the way the scorer announces them: the record to ``leaderboard.changes.v1`` and,
+at the same time, the same bytes on the Redis pub/sub channel ``boardkeys.changes_channel(prefix)``
+(the broadcaster applies whichever copy arrives first; in practice the pub/sub one). What is
+measured is the broadcaster alone: receive, adopt, fan out. The clients are python-websockets
+connections spread over worker processes (``clients_per_worker`` each; this module is also the
+worker), all on this machine, so their own CPU is part of the figure on a small box. Delays compare
+wall-clock stamps taken in different processes on one machine: the publisher's just before the
+sends, the client's as ``recv`` returns.
 
 Figures, per N:
 - ``frame_delay_ms``: per (client, change), publish -> frame received;
 - ``last_client_ms``: per change, publish -> the frame reaching the *last* of the N clients
   (the whole fan-out);
-- ``memory_per_connection_kib``: (broadcaster RSS with N clients holding a snapshot - RSS before
+- ``memory_per_connection_kib``: (server RSS with N clients holding a snapshot - RSS before
   they connected) / N;
 - ``missed``: frames a client never got (coalesced because it was behind), ``coalesced`` and
   ``dropped`` from the broadcaster's own counters.
 
-Baseline (``baseline_broadcast``, at every size): a bare python-websockets server that follows the
-same topic and hands each frame to every client with ``websockets.broadcast`` (no versions, resume
-or coalescing), with the same clients. The clients are Python, not k6 (one k6 VU per connection
-would not fit 10,000 connections in this machine's memory); their CPU is sampled beside the
-server's (``headroom``), and when the clients used more than the server, the delay is partly theirs.
+Baseline (``baseline_broadcast``, at every size): a bare python-websockets server that takes its
+feed from the same Redis pub/sub channel (so both servers get each change from the same source, at
+the same moment) and hands each frame to every client with ``websockets.broadcast`` (no versions,
+resume or coalescing), with the same clients. The clients are Python, not k6 (one k6 VU per
+connection would not fit 10,000 connections in this machine's memory); their CPU is sampled beside
+the server's (``headroom``), and when the clients used more than the server, the delay is partly
+theirs.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from leaderboard.cli.bench import k6
 from leaderboard.cli.bench.common import Context, until
 from leaderboard.cli.bench.figures import figure
 from leaderboard.cli.bench.stats import summarize
+from leaderboard.common.boardkeys import changes_channel
 from leaderboard.common.events import BoardChanged, RankedEntry
 from leaderboard.common.kafka import ensure_topics, new_producer
+from leaderboard.common.redis import new_redis
 from leaderboard.common.settings import CommonSettings
 from leaderboard.common.topics import Topics
 from leaderboard.testkit.processes import free_port
@@ -71,11 +76,15 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "changes_per_size": ctx.sizes.changes,
         "clients_per_worker": ctx.sizes.clients_per_worker,
-        "source": "BoardChanged published to the changes topic; frames timed at the clients",
+        "source": "BoardChanged published to the changes topic and, the same bytes, on the Redis "
+        "pub/sub channel (as the scorer does); frames timed at the clients",
     }
     producer = new_producer(settings, linger_ms=0)
     await producer.start()
-    publisher = _Publisher(producer, Topics(settings.topic_prefix).changes)
+    redis = new_redis(settings)
+    publisher = _Publisher(
+        producer, Topics(settings.topic_prefix).changes, redis, changes_channel(settings.redis_prefix)
+    )
     baseline: dict[str, Any] = {}
     try:
         for n in ctx.sizes.clients:
@@ -95,6 +104,7 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
                 supervisor.stop_all()
     finally:
         await producer.stop()
+        await redis.aclose()
     out["baseline_broadcast"] = baseline
     figures: list[dict[str, Any]] = []
     for n in ctx.sizes.clients:
@@ -165,10 +175,12 @@ def _start_naive(supervisor: Supervisor, env: dict[str, str], ctx: Context, name
 
 
 class _Publisher:
-    """Publishes versions of one board under a fresh epoch per run; remembers when each was sent."""
+    """Publishes versions of one board under a fresh epoch per run, as the scorer announces them
+    (the topic and the pub/sub channel, the same bytes, at once); remembers when each was sent."""
 
-    def __init__(self, producer: Any, topic: str) -> None:
+    def __init__(self, producer: Any, topic: str, redis: Any, channel: str) -> None:
         self.producer, self.topic = producer, topic
+        self.redis, self.channel = redis, channel
         self.epoch, self.version = "", 0
         self.sent_at: dict[int, float] = {}
         self.users = [uuid.uuid4() for _ in range(12)]
@@ -189,7 +201,8 @@ class _Publisher:
         )
         payload = event.to_bytes()
         self.sent_at[v] = time.time()
-        await self.producer.send_and_wait(self.topic, payload, key=b"global")
+        sent = await self.producer.send(self.topic, payload, key=b"global")
+        await asyncio.gather(sent, self.redis.publish(self.channel, payload))
         return v
 
 
@@ -418,18 +431,15 @@ async def _worker(url: str, clients: int, epoch: str) -> None:
 
 
 async def _naive(port: int) -> None:
-    """A websockets server that follows the changes topic and hands each frame to every client with
-    ``websockets.broadcast`` (a non-blocking write per connection), plus a /readyz for the supervisor."""
+    """A websockets server that follows the board-change pub/sub channel (the broadcaster's own live
+    path) and hands each frame to every client with ``websockets.broadcast`` (a non-blocking write
+    per connection), plus a /readyz for the supervisor."""
     from http import HTTPStatus
 
-    from aiokafka import TopicPartition
     from websockets.asyncio.server import ServerConnection, broadcast, serve
     from websockets.http11 import Request, Response
 
-    from leaderboard.common.kafka import new_consumer
-
     settings = CommonSettings()
-    topic = Topics(settings.topic_prefix).changes
     clients: set[ServerConnection] = set()
     latest: list[str] = []
     ready = asyncio.Event()
@@ -449,42 +459,31 @@ async def _naive(port: int) -> None:
             return conn.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "ok\n")
         return None
 
-    consumer = new_consumer(settings, group_id=None, auto_offset_reset="latest")
-    await consumer.start()
+    redis = new_redis(settings, socket_timeout=None)
     try:
-        partitions = None
-        while not partitions:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer.topics()
-                await asyncio.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
-        async with serve(handler, "127.0.0.1", port, process_request=health, compression=None, backlog=4096):
-            ready.set()
-            while True:
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    for record in records:
-                        change = json.loads(record.value)
-                        frame = json.dumps(
-                            {
-                                "type": "update",
-                                "board": change["board"],
-                                "epoch": change["epoch"],
-                                "version": change["version"],
-                                "top": change["top"],
-                                "changed": change["changed"],
-                            },
-                            separators=(",", ":"),
-                        )
-                        latest[:] = [frame]
-                        broadcast(clients, frame)
+        async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(changes_channel(settings.redis_prefix))
+            async with serve(
+                handler, "127.0.0.1", port, process_request=health, compression=None, backlog=4096
+            ):
+                ready.set()
+                async for message in pubsub.listen():
+                    change = json.loads(message["data"])
+                    frame = json.dumps(
+                        {
+                            "type": "update",
+                            "board": change["board"],
+                            "epoch": change["epoch"],
+                            "version": change["version"],
+                            "top": change["top"],
+                            "changed": change["changed"],
+                        },
+                        separators=(",", ":"),
+                    )
+                    latest[:] = [frame]
+                    broadcast(clients, frame)
     finally:
-        await consumer.stop()
+        await redis.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:

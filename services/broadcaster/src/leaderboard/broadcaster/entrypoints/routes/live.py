@@ -2,10 +2,22 @@
 versions; ``?since=V&epoch=E`` resumes. Any other WebSocket path gets a 404 in the error shape.
 
 Admission (origin, token, board, ``since``/``epoch``, drain, per-IP cap) is decided before the
-handshake is accepted, so every refusal is an HTTP answer (``errors.deny``), never a dropped socket.
-Once open, a connection ends with one of: 1000 ``idle timeout`` (the client sent nothing for
-``ws_idle_timeout_s``), 1001 (the client could not keep up, or went), or 1012 with
-``{"retryAfterMs": N}`` when the instance drains (see ``leaderboard.broadcaster.drain``).
+handshake is accepted, so every refusal is an HTTP answer in the error shape with the request id
+(``errors.response_for``), never a dropped socket. Once open, a connection ends with one of: 1000
+``idle timeout`` (the client sent nothing for ``ws_idle_timeout_s``), 1001 (the client could not keep
+up, or went), or 1012 with ``{"retryAfterMs": N}`` when the instance drains (see
+``leaderboard.broadcaster.drain``).
+
+A raw ASGI app (:data:`endpoint`), not a FastAPI route (issue 12): the app (``entrypoints/app.py``)
+hands it every ``websocket`` scope before the middleware and FastAPI see it. A connection lives for
+minutes and holds everything its task awaits in; through FastAPI that was the middleware chain's
+frames and closures, Starlette's ``WebSocket``, the dependency solver's exit stacks, and every frame
+passed through each layer's ``send`` wrapper (tracemalloc, 2,000 connections: 13 of the 34 KB per
+connection). Here a connection is one task (the server's), a :class:`LiveSocket` (the hub's client)
+and the server's own state; a frame is one ``send`` of the server's, driven by the hub's fan-out.
+What the middleware gave the socket is done here: the request id of a refusal (as
+``RequestIdMiddleware`` makes it); CORS does not apply to WebSockets (the origin check does).
+:data:`router` mounts the same endpoint in a FastAPI app (tests do).
 """
 
 from __future__ import annotations
@@ -13,21 +25,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter
+from starlette.datastructures import QueryParams
+from starlette.requests import HTTPConnection
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from leaderboard.broadcaster import service
 from leaderboard.broadcaster.bootstrap import Ports
 from leaderboard.broadcaster.entrypoints.deps import get_ports, token_principal, ws_resume, ws_token
-from leaderboard.broadcaster.entrypoints.errors import deny
+from leaderboard.broadcaster.entrypoints.errors import CLOSE_REASON_MAX, response_for
 from leaderboard.broadcaster.errors import DomainError, Draining, NoSuchSocket, UnknownBoard
-from leaderboard.broadcaster.hub import BoardState, Client
+from leaderboard.broadcaster.hub import BoardState, Client, Hub
 from leaderboard.common.boardkeys import DEFAULT_BOARD
+from leaderboard.common.web import sane_request_id
 
-router = APIRouter()
+LIVE_PATH = "/ws/leaderboard"
 SERVICE_RESTART = 1012  # RFC 6455 registry: "the server is restarting; reconnect"
 CLOSE_WAIT_S = 2.0  # a stuck peer cannot take the close handshake hostage
+PONG_WAIT_S = 5.0
+PONG = '{"type":"pong"}'
 
 
 @dataclass(frozen=True)
@@ -39,38 +60,20 @@ class Admission:
 
 
 async def admit(
-    websocket: WebSocket, p: Ports, board: str, since: str | None, epoch: str | None
+    conn: HTTPConnection, p: Ports, board: str, since: str | None, epoch: str | None
 ) -> Admission:
     """Every rule a handshake must pass, in order; raises the first refusal."""
-    headers = websocket.headers
+    headers = conn.headers
     p.origins.check(headers.get("origin"), headers.get("host"))
     if p.settings.read_requires_token:
-        await token_principal(p.verifier, ws_token(websocket))
+        await token_principal(p.verifier, ws_token(conn))
     if board not in p.settings.boards:
         raise UnknownBoard(board, may_appear=False)
     resume = ws_resume(since, epoch)
     if p.drain.draining:
         raise Draining(p.drain.hint_ms())
-    peer = websocket.client.host if websocket.client else None
+    peer = conn.client.host if conn.client else None
     return Admission(board, epoch, resume, p.client_ip(peer, headers.get("x-forwarded-for")))
-
-
-@router.websocket("/ws/leaderboard")
-async def live(
-    websocket: WebSocket, board: str = DEFAULT_BOARD, since: str | None = None, epoch: str | None = None
-) -> None:
-    """Snapshot, then updates with strictly increasing versions. ``since``/``epoch`` resume."""
-    p = get_ports(websocket)
-    try:
-        admission = await admit(websocket, p, board, since, epoch)
-        p.per_ip.acquire(admission.ip)
-    except DomainError as exc:
-        await deny(websocket, exc)
-        return
-    try:
-        await serve(websocket, p, admission)
-    finally:
-        p.per_ip.release(admission.ip)
 
 
 def close_frame(idle: bool, retry_ms: int | None) -> tuple[int, str]:
@@ -82,69 +85,159 @@ def close_frame(idle: bool, retry_ms: int | None) -> tuple[int, str]:
     return 1001, ""
 
 
-async def serve(websocket: WebSocket, p: Ports, a: Admission) -> None:
+class LiveEndpoint:
+    """The ASGI app of every WebSocket handshake: ``/ws/leaderboard``, or a 404 for any other path.
+    The ports come from ``scope["app"]`` (the FastAPI app that holds them). A class, not a function,
+    so that a Starlette route mounts it as an ASGI app rather than as a ``WebSocket`` handler."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            raise RuntimeError("the live endpoint serves WebSocket scopes only")
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if path != LIVE_PATH:
+            await refuse(scope, send, NoSuchSocket())
+            return
+        p = get_ports(HTTPConnection(scope))
+        try:
+            admission = await _admit(scope, p)
+            p.per_ip.acquire(admission.ip)
+        except DomainError as exc:
+            await refuse(scope, send, exc)
+            return
+        try:
+            await serve(receive, send, p, admission)
+        finally:
+            p.per_ip.release(admission.ip)
+
+
+endpoint = LiveEndpoint()
+
+
+async def _admit(scope: Scope, p: Ports) -> Admission:
+    """:func:`admit` with the query read as FastAPI reads it (the last of repeated names wins).
+    The connection object lives only for the checks."""
+    query = QueryParams(scope["query_string"])
+    conn = HTTPConnection(scope)
+    return await admit(conn, p, query.get("board", DEFAULT_BOARD), query.get("since"), query.get("epoch"))
+
+
+async def refuse(scope: Scope, send: Send, exc: DomainError) -> None:
+    """Refuse a handshake with the HTTP answer (ASGI denial response), carrying the request id as
+    every HTTP answer does: the caller's X-Request-ID when sane (``RequestIdMiddleware``'s, when the
+    endpoint sits behind it), else a new one. Servers without the extension can only close: 1008
+    (policy violation) with the sentence."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        response = response_for(exc, _request_id(scope))
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": response.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:CLOSE_REASON_MAX]})
+
+
+def _request_id(scope: Scope) -> str:
+    given: str | None = (scope.get("state") or {}).get("request_id")
+    if given:
+        return given
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return sane_request_id(value.decode("latin-1"))
+    return sane_request_id("")
+
+
+class LiveSocket(Client):
+    """One WebSocket client of the hub. A frame is the server's ``send`` itself (no wrapper
+    coroutine), which :class:`Client` drives without a task while the socket takes data. The reader
+    (the connection's task) is cancelled with a reason when the hub drops the client or the instance
+    drains."""
+
+    __slots__ = ("_asgi_send", "_reader", "reading", "retry_ms", "stopped")
+
+    def __init__(self, hub: Hub, board: str, send: Send, reader: asyncio.Task[Any]) -> None:
+        super().__init__(hub, board, None, "ws")
+        self._asgi_send, self._reader = send, reader
+        self.reading = True
+        self.stopped = False  # the read was interrupted by :meth:`stop`
+        self.retry_ms: int | None = None  # the drain's reconnect hint
+
+    def _write(self, text: str, state: BoardState, kind: str) -> Awaitable[None]:
+        return self._asgi_send({"type": "websocket.send", "text": text})
+
+    def _on_closed(self) -> None:
+        self.stop(None)
+
+    def stop(self, retry_ms: int | None) -> None:
+        """End the read (once): the drain's call with its hint, or the hub's (None) on close."""
+        if self.reading and not self.stopped:
+            self.stopped, self.retry_ms = True, retry_ms
+            self._reader.cancel()
+
+
+async def serve(receive: Receive, send: Send, p: Ports, a: Admission) -> None:
     """An admitted client: accept, subscribe to the hub, and read until one side ends it.
 
     One task per connection, the one the server runs this endpoint in: frames are written by the
     hub's fan-out (no writer task) and this task is the reader. The drain, or the hub dropping a
     client that cannot keep up, ends the read by cancelling this task with a reason."""
-    await websocket.accept()
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # gone before the handshake completed
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     await service.catch_up(p, a.board, a.epoch, a.since)
     me = asyncio.current_task()
     assert me is not None
-    ending: list[int | None] = []  # why the read was interrupted: a drain's retry delay, or None
-    reading = True
-
-    def end(retry_ms: int | None) -> None:
-        if reading and not ending:
-            ending.append(retry_ms)
-            me.cancel()
-
-    async def send(text: str, state: BoardState, kind: str) -> None:
-        await websocket.send_text(text)
-
-    client = Client(p.hub, a.board, send, "ws", on_close=lambda: end(None))
+    sock = LiveSocket(p.hub, a.board, send, me)
     idle = False
-    unsubscribe = p.drain.subscribe(end)
+    unsubscribe = p.drain.subscribe(sock.stop)
     try:
-        p.hub.attach(client, a.epoch, a.since)
-        idle = await _listen(websocket, p.settings.ws_idle_timeout_s)
+        p.hub.attach(sock, a.epoch, a.since)
+        idle = await _listen(receive, send, p.settings.ws_idle_timeout_s)
     except asyncio.CancelledError:
-        if not ending:
+        if not sock.stopped:
             raise  # the server's own cancellation
         me.uncancel()
     finally:
-        reading = False
+        sock.reading = False
         unsubscribe()
-        p.hub.detach(client)
-    code, reason = close_frame(idle, ending[0] if ending else None)
+        p.hub.detach(sock)
+    code, reason = close_frame(idle, sock.retry_ms)
     with contextlib.suppress(Exception):
         async with asyncio.timeout(CLOSE_WAIT_S):
-            await websocket.close(code=code, reason=reason)
+            await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def _listen(websocket: WebSocket, idle_timeout: float) -> bool:
+async def _listen(receive: Receive, send: Send, idle_timeout: float) -> bool:
     """Read what the client sends, so that a close or a dead peer is noticed, and answer the page's
     heartbeat (``{"type": "ping"}`` -> ``{"type": "pong"}``: browsers cannot see protocol pongs, so
     this is how the page tells a live socket from a half-open one). True when idle too long.
-    ``asyncio.timeout``, not ``wait_for``: no extra task per message."""
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout if idle_timeout > 0 else None):
-                message = await websocket.receive()
-        except TimeoutError:
-            return True
-        except (WebSocketDisconnect, RuntimeError):
-            return False
-        if message["type"] == "websocket.disconnect":
-            return False
-        if message.get("text") and '"ping"' in message["text"]:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await websocket.send_text('{"type":"pong"}')
+    One ``asyncio.timeout`` for the connection's life, moved on at each message."""
+    loop = asyncio.get_running_loop()
+    limit = idle_timeout if idle_timeout > 0 else None
+    try:
+        async with asyncio.timeout(limit) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return False  # websocket.disconnect
+                if limit is not None:
+                    deadline.reschedule(loop.time() + limit)
+                text = message.get("text")
+                if text and '"ping"' in text:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(PONG_WAIT_S):
+                            await send({"type": "websocket.send", "text": PONG})
+    except TimeoutError:
+        return True
 
 
-@router.websocket("/{path:path}")
-async def no_such_socket(websocket: WebSocket, path: str) -> None:
-    """Any other WebSocket path: a 404 in the error shape rather than the server's bare 403."""
-    await deny(websocket, NoSuchSocket())
+router = APIRouter()
+router.routes.append(WebSocketRoute(LIVE_PATH, endpoint))
+router.routes.append(WebSocketRoute("/{path:path}", endpoint))  # other paths: the endpoint's 404
