@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
@@ -48,6 +49,7 @@ from leaderboard.common.kafka import ensure_topics, new_consumer
 from leaderboard.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+SEEN_RECORDS = 256  # a few seconds of changes across every board and period
 
 
 class ChangeFeed:
@@ -67,6 +69,9 @@ class ChangeFeed:
         self.following: dict[str, tuple[str, str]] = {}  # board -> (epoch, period) of the hub's state
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The last records applied, as bytes: the second copy of a change (topic after pub/sub, or
+        # the reverse) is recognised before it is decoded again (the fan-out profile saw both decoded).
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
 
     def start(self) -> None:
         self._tasks = [
@@ -132,6 +137,11 @@ class ChangeFeed:
         return set(partitions)
 
     def _apply(self, raw: bytes) -> None:
+        if raw in self._seen:
+            return
+        self._seen[raw] = None
+        if len(self._seen) > SEEN_RECORDS:
+            self._seen.popitem(last=False)
         try:
             change = decode_board_changed(raw)
         except (ValueError, ValidationError) as exc:
