@@ -22,6 +22,11 @@ Every refusal is ``{"status": "error", "error", "code"}`` with an X-Request-ID a
 close``. The connection is then half-closed and what the client is still sending is read and dropped
 (at most ``LINGER_BYTES`` for at most ``LINGER_S``) before it is closed, so that the client reads the
 answer instead of a reset.
+
+It also writes a response's head and the first part of its body in one transport write
+(:class:`HeadWithBody`): uvicorn writes them in two, each a ``send`` system call, and under load (k6,
+issue 12) that write was ingest's largest self time. The head is held until the body's first write,
+and at most until the event loop's next turn, so a streamed response's head is not delayed.
 """
 
 from __future__ import annotations
@@ -77,6 +82,56 @@ def refusal(
         b"connection: close",
     ]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class HeadWithBody(asyncio.Transport):
+    """The transport one request's response cycle writes through: the cycle's first write, the
+    response head, is held and goes out with the next write (the body's first part) as one write on
+    ``transport``; a head with no write after it in the same turn of the event loop goes out alone on
+    the next turn (a streamed response whose first part is not ready yet). ``100 Continue`` is not a
+    head and goes out at once. Closing writes what is held first."""
+
+    __slots__ = ("_fresh", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport, self._loop = transport, loop
+        self._fresh = True  # nothing but 100 Continue written yet
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + bytes(data))
+        elif self._fresh and data != CONTINUE:
+            self._fresh = False
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
 
 
 def _websocket_line_limits() -> tuple[int, int]:
@@ -226,6 +281,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._in_head = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+            cycle.transport = HeadWithBody(self.transport, self.loop)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -40,15 +40,18 @@ class Publisher:
         await self.publish_records([(str(e.user_id).encode(), e.to_bytes()) for e in events])
 
     async def publish_records(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Publish encoded actions, (key, value) pairs keyed by userId, and wait for every ack."""
+        """Publish encoded actions, (key, value) pairs keyed by userId, and wait for every ack.
 
-        async def send_all() -> None:
-            send, topic = self.producer.send, self.actions_topic
-            futures = [await send(topic, value, key=key) for key, value in records]
-            await asyncio.gather(*futures)
-
+        Bounded by ``asyncio.timeout`` in the request's own task rather than ``wait_for`` (a task per
+        publish, issue 12); one record's ack is awaited as it is, several through ``gather``."""
+        send, topic = self.producer.send, self.actions_topic
         try:
-            await asyncio.wait_for(send_all(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                futures = [await send(topic, value, key=key) for key, value in records]
+                if len(futures) == 1:
+                    await futures[0]
+                else:
+                    await asyncio.gather(*futures)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
 

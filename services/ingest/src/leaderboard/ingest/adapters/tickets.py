@@ -15,6 +15,7 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from leaderboard.ingest.adapters.batching import ScriptBatcher
 from leaderboard.ingest.adapters.ratelimit import GCRA, Decision, Limit, decide, limit_args, limit_keys
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -158,6 +159,8 @@ class TicketStore:
         self._release = redis.register_script(RELEASE)
         self._claim_many = redis.register_script(CLAIM_MANY)
         self._settle_many = redis.register_script(SETTLE_MANY)
+        # A completion's claim and confirm go with the other completions' due at the same time.
+        self._batched = ScriptBatcher(redis)
 
     def _ticket(self, action_id: UUID) -> str:
         return f"{self.prefix}:ticket:{action_id}"
@@ -205,10 +208,11 @@ class TicketStore:
         caps = [x for kind, cap in cap_for.items() if cap > 0 for x in (kind, cap)]
         args = [user_id, str(event_id), lease_ms, self._cap(user_id, ""), str(action_id), *caps]
         if not limits:
-            return self._claimed(await self._claim(keys=[self._ticket(action_id)], args=args))
-        reply = await self._charge_and_claim(
-            keys=[*limit_keys(self.prefix, limits), self._ticket(action_id)],
-            args=[len(limits), *limit_args(limits), *args],
+            return self._claimed(await self._batched.call(self._claim, [self._ticket(action_id)], args))
+        reply = await self._batched.call(
+            self._charge_and_claim,
+            [*limit_keys(self.prefix, limits), self._ticket(action_id)],
+            [len(limits), *limit_args(limits), *args],
         )
         rate = decide(reply, limits)
         if not rate.allowed:
@@ -226,7 +230,7 @@ class TicketStore:
         return Claim("ok", "", fields[1], int(fields[2]), int(fields[3]), int(fields[4]))
 
     async def confirm(self, action_id: UUID, event_id: UUID, keep_ms: int) -> None:
-        await self._confirm(keys=[self._ticket(action_id)], args=[str(event_id), keep_ms])
+        await self._batched.call(self._confirm, [self._ticket(action_id)], [str(event_id), keep_ms])
 
     async def release(self, action_id: UUID, user_id: str, action_type: str, event_id: UUID) -> None:
         await self._release(

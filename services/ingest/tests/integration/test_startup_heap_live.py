@@ -1,0 +1,42 @@
+"""Ingest's lifespan, entered in-process on the real stack (a fresh namespace): once it has started,
+what start-up built is out of the cyclic garbage collector's reach (``gc.freeze``), so that a full
+collection under load scans only what requests left (issue 12)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from leaderboard.ingest.entrypoints.app import create_app
+from leaderboard.ingest.settings import IngestSettings
+from leaderboard.testkit.testing import Namespace
+
+
+@pytest.fixture
+def namespace(base_env: dict[str, str]) -> Iterator[Namespace]:
+    ns = Namespace.create(base_env)
+    try:
+        yield ns
+    finally:
+        ns.drop()
+
+
+async def test_the_started_app_and_its_clients_are_frozen(namespace: Namespace) -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    settings = IngestSettings(_env_file=None, **namespace.settings().model_dump())
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+            # The modules, the app and the clients the lifespan built: tens of thousands of objects.
+            assert frozen > 10_000, frozen
+            ports = app.state.ports
+            # What the lifespan built is among them: a collection would not even look at it.
+            before = len(gc.get_objects())
+            assert not any(o is ports for o in gc.get_objects()), "the ports were not frozen"
+            assert len(gc.get_objects()) < before + 1_000
+    finally:
+        gc.unfreeze()
