@@ -292,3 +292,43 @@ class EntryRow:
         if self.removed:
             return ""
         return RankKey(self.score, self.reached_ms, self.user_id, self.ascending).member()
+
+
+@dataclass
+class BatchPacer:
+    """How long the agent rests after a batch so that, under heavy load, the next one is worth its
+    fixed cost (issue 12). Every batch pays a Postgres transaction, one Redis script per board period
+    and one announcement per changed top, whatever its size: the more batches per second, the more
+    of the machine they take from ingest. Light load wants small batches at once (the end-to-end
+    delay); heavy load wants fewer, larger ones (throughput). The pacer estimates the arrival rate
+    (records per second, smoothed over batches) and, when ``target`` records would arrive within
+    ``max_wait_s``, rests until they have (minus what the batch and the take window already took);
+    when they would not, it does not rest at all, so a light load keeps the short window.
+
+    ``taken(n, now)`` when a batch of ``n`` records is handed over, ``rest(now)`` after it is applied.
+    Measured (``make bench``, 2 cores, single runs): a 5 ms window alone gave completions 0.72x the
+    naive design where a 50 ms window gave 1.06x; a 50 ms window alone cost ~45 ms end to end at 500
+    events/s. The defaults (32 records within 50 ms) rest only above 640 records/s."""
+
+    window_s: float
+    target: int
+    max_wait_s: float
+    smoothing: float = 0.3
+    rate: float = 0.0  # records per second, smoothed
+    _last_taken: float | None = None
+    _taken_at: float = 0.0
+
+    def taken(self, n: int, now: float) -> None:
+        if self._last_taken is not None:
+            elapsed = max(now - self._last_taken, 1e-3)
+            self.rate += self.smoothing * (n / elapsed - self.rate)
+        self._last_taken = self._taken_at = now
+
+    def rest(self, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        fill_s = self.target / self.rate
+        if fill_s > self.max_wait_s:
+            return 0.0  # light load: the batch window alone decides
+        spent = (now - self._taken_at) + self.window_s
+        return max(0.0, fill_s - spent)

@@ -22,6 +22,11 @@ class ScorerSettings(CommonSettings):
     # Records that arrive while a batch is applied are buffered meanwhile, so batches grow with the
     # load on their own and the window only adds delay (issue 12's end-to-end profile: 50 ms -> 5 ms).
     batch_within_s: float = Field(0.005, gt=0)
+    # Under heavy load the agent rests after a batch until about BATCH_FILL_TARGET records are due,
+    # if they are due within BATCH_MAX_WAIT_S (domain.BatchPacer): fewer, larger batches exactly when
+    # their fixed cost would take the machine from ingest; a light load keeps the 5 ms window.
+    batch_fill_target: int = Field(32, ge=1)
+    batch_max_wait_s: float = Field(0.05, ge=0)
     # The scorer's Kafka fetch wait. The embedded broker (Tansu) holds a fetch for about half of it
     # even when records arrive meanwhile, so it bounds the delay before the scorer sees a record;
     # real Kafka answers as soon as a record arrives, so there it only sets how often an idle

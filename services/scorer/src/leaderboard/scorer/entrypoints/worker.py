@@ -37,7 +37,7 @@ from leaderboard.common.topics import Topics
 from leaderboard.scorer.adapters.lease import Lease
 from leaderboard.scorer.assignment import TopicPartition
 from leaderboard.scorer.bootstrap import Ports, bootstrap
-from leaderboard.scorer.domain import Record
+from leaderboard.scorer.domain import BatchPacer, Record
 from leaderboard.scorer.entrypoints import web
 from leaderboard.scorer.entrypoints.runtime import Runtime, ScorerApp
 from leaderboard.scorer.health import Progress
@@ -169,13 +169,20 @@ async def consume(app: ScorerApp, stream: Any) -> None:
     await rt.started.wait()
     ports = cast(Ports, rt.ports)
     settings = rt.settings
+    pacer = BatchPacer(settings.batch_within_s, settings.batch_fill_target, settings.batch_max_wait_s)
+    loop = asyncio.get_running_loop()
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        pacer.taken(len(events), loop.time())
         records = [
             Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
             for e in events
         ]
         await _process_or_die(ports.projector, records, rt.progress)
         _observe_lag(app, events)
+        # Records keep arriving into take_events' buffer meanwhile; the batch is applied, so a
+        # cancellation here (a graceful stop) leaves nothing half done.
+        if (rest := pacer.rest(loop.time())) > 0:
+            await asyncio.sleep(rest)
 
 
 def _observe_lag(app: ScorerApp, events: Any) -> None:
