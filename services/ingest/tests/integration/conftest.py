@@ -26,6 +26,7 @@ import pytest
 from aiokafka import TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from redis.asyncio import Redis
 
 from leaderboard.common.auth import PRIVATE_KEY_NAME, okp_thumbprint
 from leaderboard.common.events import iso_ms, now_ms
@@ -342,6 +343,25 @@ class Tail:
                     return r
             await asyncio.sleep(0.1)
         raise AssertionError(f"no record with {fields} within {within:.0f}s")
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix of the test's own (the script tests on the real Redis)."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def redis(base_env: dict[str, str], prefix: str) -> AsyncIterator[Redis]:
+    """A client of the configured (or embedded) Redis; deletes the test's ``prefix`` keys after."""
+    client = Redis.from_url(base_env["LEADERBOARD_REDIS_URL"])
+    try:
+        yield client
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

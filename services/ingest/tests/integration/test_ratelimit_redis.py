@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from leaderboard.ingest.adapters.ratelimit import Limit, RateLimiter
 from leaderboard.ingest.adapters.tickets import TicketStore
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def redis(base_env: dict[str, str], prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(base_env["LEADERBOARD_REDIS_URL"])
-    try:
-        yield client
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_gcra_allows_the_burst_then_refuses_with_retry_after(redis: Redis, prefix: str) -> None:

@@ -5,8 +5,6 @@ pipelines than calls; a flushed script cache and an unreachable Redis are handle
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,23 +33,6 @@ class CountingBatcher(ScriptBatcher):
     async def _execute(self, batch: list[Any]) -> list[Any]:
         self.pipelines.append(len(batch))
         return await super()._execute(batch)
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def redis(base_env: dict[str, str], prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(base_env["LEADERBOARD_REDIS_URL"])
-    try:
-        yield client
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_concurrent_calls_share_pipelines_and_each_gets_its_own_reply_in_order(
