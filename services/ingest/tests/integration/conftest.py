@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from leaderboard.common.auth import PRIVATE_KEY_NAME, okp_thumbprint
 from leaderboard.common.events import iso_ms, now_ms
-from leaderboard.common.kafka import new_consumer
+from leaderboard.common.kafka import new_consumer, stop_consumer
 from leaderboard.common.topics import Topics
 from leaderboard.testkit.processes import free_port
 from leaderboard.testkit.stack import EmbeddedStack, StackPorts
@@ -330,10 +330,7 @@ class Tail:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        # aiokafka's fetcher cancels a fetch that sits in its retry back-off (the broker was restarted by
-        # an outage test) and re-raises that task's CancelledError from stop(): the consumer is closed.
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.consumer.stop()
+        await stop_consumer(self.consumer)  # the broker may have been restarted by an outage test
 
     async def find(self, within: float = 30.0, **fields: Any) -> dict[str, Any]:
         deadline = time.monotonic() + within

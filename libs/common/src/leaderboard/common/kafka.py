@@ -100,6 +100,19 @@ async def producer(settings: CommonSettings, **overrides: object) -> AsyncIterat
         await p.stop()
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, except for one aiokafka quirk: when its fetch task sits in its retry
+    back-off (the broker went away or restarted), ``stop()`` cancels that task and re-raises the
+    task's CancelledError. The consumer is closed all the same and the cancellation is not the
+    caller's, so it must not end the caller's loop; the caller's own cancellation still propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 def new_consumer(
     settings: CommonSettings, *topics: str, group_id: str | None, **overrides: object
 ) -> AIOKafkaConsumer:

@@ -45,7 +45,7 @@ from leaderboard.broadcaster.hub import BoardState, Hub
 from leaderboard.common.boardkeys import changes_channel
 from leaderboard.common.boards import BoardCatalog
 from leaderboard.common.events import decode_board_changed
-from leaderboard.common.kafka import ensure_topics, new_consumer
+from leaderboard.common.kafka import ensure_topics, new_consumer, stop_consumer
 from leaderboard.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class ChangeFeed:
                 log.warning("change feed interrupted (%s); reconnecting", exc)
                 await asyncio.sleep(1)
             finally:
-                await consumer.stop()
+                await stop_consumer(consumer)
 
     async def _follow_redis(self) -> None:
         """Apply the scorer's pub/sub copy of each change (see the module docstring)."""
