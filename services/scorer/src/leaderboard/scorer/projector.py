@@ -409,15 +409,15 @@ class Projector:
         for e in entries:
             groups.setdefault((e.board, e.period), []).append(e)
         now = self.clock()
-        kept = [
-            (key, rows)
-            for key, rows in groups.items()
-            if self.catalog.boards[key[0]].kept(self.catalog.boards[key[0]].period(key[1]), now)
-        ]
+        kept = [(key, rows) for key, rows in groups.items() if self._kept(key, now)]
         # Board periods have disjoint keys: their scripts run concurrently (one round trip's latency
         # for the batch, not one per board: the end-to-end profile of issue 12).
         results = await asyncio.gather(*(self._apply_board(key, rows) for key, rows in kept))
         return {key: change for (key, _), change in zip(kept, results, strict=True) if change is not None}
+
+    def _kept(self, key: PeriodKey, now: datetime) -> bool:
+        spec = self.catalog.boards[key[0]]
+        return spec.kept(spec.period(key[1]), now)
 
     async def _apply_board(self, key: PeriodKey, rows: list[domain.EntryRow]) -> TopChange | None:
         spec = self.catalog.boards[key[0]]
@@ -437,12 +437,12 @@ class Projector:
             merged = domain.merge_changes(self._pending.get(key), change)
             if merged is not None:
                 self._pending[key] = merged
-        due = [
-            key
-            for key in self._pending
-            if self._announced(self.catalog.boards[key[0]], self.catalog.boards[key[0]].period(key[1]))
-        ]
-        await self._announce({key: self._pending[key] for key in due})
+        due = {}
+        for key, change in self._pending.items():
+            spec = self.catalog.boards[key[0]]
+            if self._announced(spec, spec.period(key[1])):
+                due[key] = change
+        await self._announce(due)
         main = self._pending.get((self.settings.board, ALL_PERIOD))
         self._pending.clear()
         return main
