@@ -23,9 +23,14 @@ def test_settings_bind_the_limits_to_the_protocol_uvicorn_runs() -> None:
         http_max_header_count=20,
         http_header_timeout_s=1.5,
         http_max_target_bytes=1000,
+        http_keep_alive_s=30,
     )
-    protocol = settings.uvicorn_options(8080)["http"]
+    options = settings.uvicorn_options(8080)
+    assert options["timeout_keep_alive"] == 30
+    protocol = options["http"]
     assert protocol.limits == HeadLimits(max_bytes=4096, max_count=20, max_target_bytes=1000, timeout_s=1.5)
     assert guarded_protocol(HeadLimits()).limits == HeadLimits()
     defaults = HttpServiceSettings().uvicorn_options(8080)["http"].limits
     assert (defaults.max_bytes, defaults.max_count, defaults.timeout_s) == (16 * 1024, 100, 10.0)
+    # Idle keep-alive outlives httpx's pool expiry (5 s) and load balancers' idle timeouts (60 s).
+    assert HttpServiceSettings().uvicorn_options(8080)["timeout_keep_alive"] == 75

@@ -161,6 +161,33 @@ async def test_slow_headers_are_closed_within_the_timeout(open_rig: Any) -> None
     await healthy(open_rig)
 
 
+async def test_an_idle_keep_alive_connection_outlives_client_pools(open_rig: Any) -> None:
+    """A connection idle for longer than httpx's pool expiry (5 s, also uvicorn's own keep-alive) and
+    the header timeout still serves its next request: the client side closes idle connections first,
+    so a pooled connection is never reused just as the server closes it (a request lost with no
+    answer, which a POST does not retry)."""
+    url = urlsplit(open_rig.system.ingest_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    request = b"GET /api/v1/catalog HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def one_answer() -> RawAnswer:
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(parse_answer(head).headers["content-length"])
+            return parse_answer(head + await reader.readexactly(length))
+
+    try:
+        for _ in range(2):
+            writer.write(request)
+            await writer.drain()
+            answer = await one_answer()
+            assert answer.status == 200 and "connection" not in answer.headers, answer
+            await asyncio.sleep(max(HEAD_TIMEOUT_S, 5.0) + 1.5)
+            assert not reader.at_eof()
+    finally:
+        writer.close()
+
+
 async def test_oversized_tokens_are_refused_quickly(open_rig: Any) -> None:
     """A 1.3 MB token cannot even be sent (the head bound, 431); one over the token bound but within
     the head bound is 401 before anything decodes it."""

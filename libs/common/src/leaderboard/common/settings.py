@@ -119,6 +119,13 @@ class HttpServiceSettings(CommonSettings):
         8000, ge=256, le=8100, description="Request target, query included (414)."
     )
     http_header_timeout_s: float = Field(10, gt=0, description="Time to send a request head (408).")
+    # How long an idle keep-alive connection is kept. uvicorn's default (5 s) equals the idle expiry of
+    # common client pools (httpx's is 5 s): a pooled connection reused just as the server closes it
+    # fails the request with no answer (a POST is not retried). Longer than the pools and than load
+    # balancers' idle timeouts (ALB and ingress-nginx: 60 s), the client side always closes first.
+    http_keep_alive_s: float = Field(
+        75, gt=0, le=3600, description="Idle time before a keep-alive connection is closed."
+    )
 
     def uvicorn_options(self, port: int) -> dict[str, Any]:
         """What both HTTP services pass to ``uvicorn.run`` besides their own protocol options."""
@@ -137,6 +144,7 @@ class HttpServiceSettings(CommonSettings):
             "port": port,
             "log_config": None,
             "access_log": False,
+            "timeout_keep_alive": self.http_keep_alive_s,
             # uvicorn would otherwise rewrite the client address from X-Forwarded-For for any peer in
             # FORWARDED_ALLOW_IPS (127.0.0.1 by default), behind our back: the client IP is decided only
             # by ClientIpResolver and the `trusted_proxies` setting.
