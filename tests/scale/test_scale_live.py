@@ -351,10 +351,23 @@ async def test_a_killed_scorer_hands_over_and_both_broadcasters_see_every_change
         # The replicas share the dedupe memory: each repeat, sent to either replica, was reported once.
         assert (sent["accepted"], sent["duplicates"]) == (distinct, repeats)
 
-        async def all_rows() -> bool:
-            return await applied_on(PARTITIONS) >= distinct
+        per_partition: dict[int, int] = {}
 
-        await eventually(all_rows, 120, f"{distinct} actions rows")
+        async def all_rows() -> bool:
+            for p in sorted(PARTITIONS):
+                per_partition[p] = await applied_on({p})
+            return sum(per_partition.values()) >= distinct
+
+        def missing() -> str:
+            """What a timeout saw: rows per partition, who holds what, the survivor's last log lines."""
+            log = system.specs[survivor].log_path
+            tail = log.read_text(errors="replace").splitlines()[-40:] if log and log.exists() else []
+            return (
+                f"{distinct} actions rows; per partition {per_partition} (the victim held {parts[victim]})"
+                f"\n--- {survivor}.log, last lines:\n" + "\n".join(tail)
+            )
+
+        await eventually(all_rows, 120, missing)
         # The victim was dead, so whatever its partitions gained since the kill, the survivor applied.
         assert await applied_on(parts[victim]) > at_kill >= 0
         rows = await pg.fetchrow(

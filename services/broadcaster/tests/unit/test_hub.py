@@ -6,7 +6,17 @@ import asyncio
 import json
 from typing import Any
 
-from leaderboard.broadcaster.hub import COALESCED, DROPPED, FANOUT, SENT, BoardState, Client, Hub, diff
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from leaderboard.broadcaster.hub import (
+    FANOUT_BUCKETS,
+    STATS,
+    BoardState,
+    Client,
+    FanoutStats,
+    Hub,
+    diff,
+)
 
 
 def entry(user: str, rank: int, score: int) -> dict[str, Any]:
@@ -66,7 +76,7 @@ async def test_slow_client_is_coalesced_to_the_latest_state() -> None:
     for r in (slow, fast):
         hub.attach(r.client)
     tasks = [asyncio.create_task(r.client.run()) for r in (slow, fast)]
-    before = COALESCED._value.get()
+    before = STATS.coalesced
     for v in range(2, 30):
         hub.publish(state(v))
         await asyncio.sleep(0.002)
@@ -76,7 +86,7 @@ async def test_slow_client_is_coalesced_to_the_latest_state() -> None:
     await asyncio.gather(*tasks)
     assert fast.versions[-1] == slow.versions[-1] == 29
     assert slow.versions == sorted(set(slow.versions)) and len(slow.versions) < len(fast.versions)
-    assert COALESCED._value.get() > before
+    assert STATS.coalesced > before
 
 
 async def test_stuck_client_is_dropped_without_delaying_others() -> None:
@@ -86,13 +96,13 @@ async def test_stuck_client_is_dropped_without_delaying_others() -> None:
     for r in (stuck, fine):
         hub.attach(r.client)
     tasks = [asyncio.create_task(r.client.run()) for r in (stuck, fine)]
-    dropped = DROPPED._value.get()
+    dropped = STATS.dropped
     await settle()
     hub.publish(state(2))
     await settle()
     assert fine.versions == [1, 2]
     await asyncio.wait_for(tasks[0], 2)  # the stuck writer gives up on its own
-    assert stuck.client.closed and DROPPED._value.get() == dropped + 1
+    assert stuck.client.closed and STATS.dropped == dropped + 1
     hub.detach(fine.client)
     await tasks[1]
 
@@ -148,22 +158,22 @@ def test_diff_names_moved_new_and_dropped_users() -> None:
     assert diff(old, old) == []
 
 
-def fanout_count() -> float:
-    return float(next(s.value for s in next(iter(FANOUT.collect())).samples if s.name.endswith("_count")))
+def fanout_count() -> int:
+    return sum(STATS.buckets)
 
 
 async def test_fanout_delay_times_live_changes_not_the_snapshot_a_client_joins_with() -> None:
     hub = Hub(history_size=8, send_timeout=5)
     hub.publish(state(1))
     r = Recorder(hub)
-    observed, sent = fanout_count(), SENT._value.get()
+    observed, sent = fanout_count(), STATS.sent
     hub.attach(r.client)  # starts from the state the hub already holds: not a fan-out
     task = asyncio.create_task(r.client.run())
     await settle()
-    assert r.versions == [1] and fanout_count() == observed and SENT._value.get() == sent + 1
+    assert r.versions == [1] and fanout_count() == observed and STATS.sent == sent + 1
     hub.publish(state(2))  # a change fanned out now
     await settle()
-    assert r.versions == [1, 2] and fanout_count() == observed + 1 and SENT._value.get() == sent + 2
+    assert r.versions == [1, 2] and fanout_count() == observed + 1 and STATS.sent == sent + 2
     hub.detach(r.client)
     await task
 
@@ -216,3 +226,43 @@ async def test_fan_out_writes_in_publish_itself_with_no_task_per_client() -> Non
         hub.detach(r.client)
     await settle()
     assert len(asyncio.all_tasks()) == tasks_before
+
+
+def test_the_plain_counters_expose_what_prometheus_client_metrics_would() -> None:
+    """The same frames counted by FanoutStats and by prometheus_client's own Counter and Histogram
+    give the same exposition text (names, help, labels, cumulative buckets, sum and count)."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    stats = FanoutStats()
+    ours.register(stats)
+    sent = Counter("broadcaster_messages_sent", "Frames written to clients", registry=theirs)
+    coalesced = Counter(
+        "broadcaster_coalesced",
+        "Frames replaced by a newer one before a slow client took them",
+        registry=theirs,
+    )
+    dropped = Counter("broadcaster_dropped", "Clients disconnected for not keeping up", registry=theirs)
+    fanout = Histogram(
+        "broadcaster_fanout_seconds",
+        "From a board change reaching this instance to its frame leaving for a client",
+        buckets=FANOUT_BUCKETS,
+        registry=theirs,
+    )
+    # On a bound, between bounds, past the last one, zero.
+    delays = [0.0, 0.001, 0.0011, 0.004, 0.01, 0.3, 1.0, 2.5, 4.9, 5.0, 7.5, 0.0005, 0.07]
+    for d in delays:
+        stats.sent += 1
+        sent.inc()
+        stats.observe(d)
+        fanout.observe(d)
+    for _ in range(3):
+        stats.coalesced += 1
+        coalesced.inc()
+    stats.dropped += 1
+    dropped.inc()
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        # prometheus_client's own counters also export a _created sample: not part of the comparison.
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert exposition(ours) == exposition(theirs)
+    assert 'broadcaster_fanout_seconds_bucket{le="5.0"} 12.0' in exposition(ours)
