@@ -22,6 +22,7 @@ from leaderboard.broadcaster.entrypoints import errors
 from leaderboard.broadcaster.entrypoints.hot import TopReads
 from leaderboard.broadcaster.entrypoints.routes import boards, history, live, page, reads, stream
 from leaderboard.broadcaster.settings import BroadcasterSettings
+from leaderboard.common.heap import freeze_startup_heap
 from leaderboard.common.web import RequestIdMiddleware, add_cors, add_ops_routes, install_error_handlers
 
 
@@ -46,6 +47,7 @@ def lifespan(settings: BroadcasterSettings) -> Callable[[FastAPI], AbstractAsync
         async with bootstrap(settings) as ports:
             app.state.ports = ports
             unhook = ports.drain.hook_sigterm(ports.live_clients)
+            freeze_startup_heap()
             try:
                 yield
             finally:

@@ -8,11 +8,11 @@ Run it with ``leaderboard ingest`` (or ``python -m leaderboard.ingest``); settin
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from leaderboard.common.heap import freeze_startup_heap
 from leaderboard.common.web import RequestIdMiddleware, add_cors, add_ops_routes
 from leaderboard.ingest.bootstrap import bootstrap, load_catalog, readiness
 from leaderboard.ingest.entrypoints import errors
@@ -28,18 +28,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ports = ports
         freeze_startup_heap()
         yield
-
-
-def freeze_startup_heap() -> None:
-    """Move what start-up built (modules, the app, schemas, clients: ~100,000 objects) out of the
-    cyclic garbage collector's reach, so that its collections scan only what requests left.
-
-    Why (issue 12): under load a full collection of ingest's heap paused the event loop for tens of
-    milliseconds, every request in flight with it (the completions' p99). Start-up objects live as
-    long as the process: there is nothing to collect among them.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def add_middleware(app: FastAPI, settings: IngestSettings) -> None:

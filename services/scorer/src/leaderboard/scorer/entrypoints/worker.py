@@ -32,6 +32,7 @@ from typing import Any, ClassVar, cast
 
 import mode
 
+from leaderboard.common.heap import freeze_startup_heap
 from leaderboard.common.kafka import tune_faust_fetch_wait
 from leaderboard.common.topics import Topics
 from leaderboard.scorer.adapters.lease import Lease
@@ -110,6 +111,7 @@ class Stores(mode.Service):
         await self._lease.take()
         self._leasing = asyncio.create_task(self._lease.keep(), name="scorer-lease")
         self.runtime.mark_ready(ports)
+        freeze_startup_heap()
         log.info("scorer ready: group %s, batches of up to %d", settings.scorer_group, settings.batch_size)
 
     async def on_stop(self) -> None:

@@ -7,12 +7,14 @@ Only loopback addresses are used: the stack and every service listen on 127.0.0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import platform
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +25,27 @@ import psutil
 from leaderboard.testkit.processes import free_port
 from leaderboard.testkit.services import ServiceSpec, Supervisor
 from leaderboard.testkit.testing import Namespace
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """No cyclic garbage collection in a measuring client while it measures.
+
+    The bench's own clients (the end-to-end markers and watcher, the fan-out workers) stamp arrival
+    times; a full collection in one of them paused it for 100-690 ms (a ``gc.callbacks`` probe over
+    ``make bench``), which would be charged to whichever server it was timing. Their measurement
+    windows last seconds to a minute, so what they leave is freed by reference counting or at the
+    collection afterwards."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
 
 BENCH_TYPE = "bench"
 BENCH_POINTS = 10

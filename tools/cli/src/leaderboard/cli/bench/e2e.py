@@ -25,7 +25,7 @@ import httpx
 import websockets
 
 from leaderboard.cli.bench import k6
-from leaderboard.cli.bench.common import BENCH_TYPE, Context, start_extra
+from leaderboard.cli.bench.common import BENCH_TYPE, Context, quiet_gc, start_extra
 from leaderboard.cli.bench.figures import figure
 from leaderboard.cli.bench.stats import summarize
 from leaderboard.common.events import iso_ms, now_ms
@@ -107,7 +107,8 @@ def _measure(ctx: Context, system: System, naive_port: int) -> dict[str, Any]:
     for round_ in range(sizes.runs):
         for rate in sizes.e2e_rates:
             for c in contenders:
-                out = asyncio.run(_one(ctx, c, rate, str(users_file), f"{c.name}-{rate}-{round_}", work))
+                with quiet_gc():  # the markers' stamps are not paused by this process's collector
+                    out = asyncio.run(_one(ctx, c, rate, str(users_file), f"{c.name}-{rate}-{round_}", work))
                 results[rate][c.name].append(out)
                 if round_ == 0:
                     key = "project" if c.name == "project" else "baseline"

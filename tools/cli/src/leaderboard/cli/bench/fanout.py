@@ -46,7 +46,7 @@ import httpx
 import psutil
 
 from leaderboard.cli.bench import k6
-from leaderboard.cli.bench.common import Context, until
+from leaderboard.cli.bench.common import Context, quiet_gc, until
 from leaderboard.cli.bench.figures import figure
 from leaderboard.cli.bench.stats import summarize
 from leaderboard.common.boardkeys import changes_channel
@@ -413,13 +413,16 @@ async def _worker(url: str, clients: int, epoch: str) -> None:
 
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
     await all_ready.wait()
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    final = int(line)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(t.done() or last[i] >= final for i, t in enumerate(tasks)):
-        await asyncio.sleep(0.05)
+    with quiet_gc():  # arrival stamps not paused by this worker's collector (bench.common)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        final = int(line)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            t.done() or last[i] >= final for i, t in enumerate(tasks)
+        ):
+            await asyncio.sleep(0.05)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
