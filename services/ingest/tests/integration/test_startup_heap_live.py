@@ -5,38 +5,20 @@ collection under load scans only what requests left (issue 12)."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-
-import pytest
 
 from leaderboard.ingest.entrypoints.app import create_app
 from leaderboard.ingest.settings import IngestSettings
-from leaderboard.testkit.testing import Namespace
+from leaderboard.testkit.testing import Namespace, started_from_unfrozen_heap
 
 
-@pytest.fixture
-def namespace(base_env: dict[str, str]) -> Iterator[Namespace]:
-    ns = Namespace.create(base_env)
-    try:
-        yield ns
-    finally:
-        ns.drop()
-
-
-async def test_the_started_app_and_its_clients_are_frozen(namespace: Namespace) -> None:
-    gc.unfreeze()
-    assert gc.get_freeze_count() == 0
-    settings = IngestSettings(_env_file=None, **namespace.settings().model_dump())
-    app = create_app(settings)
-    try:
-        async with app.router.lifespan_context(app):
-            frozen = gc.get_freeze_count()
-            # The modules, the app and the clients the lifespan built: tens of thousands of objects.
-            assert frozen > 10_000, frozen
-            ports = app.state.ports
-            # What the lifespan built is among them: a collection would not even look at it.
-            before = len(gc.get_objects())
-            assert not any(o is ports for o in gc.get_objects()), "the ports were not frozen"
-            assert len(gc.get_objects()) < before + 1_000
-    finally:
-        gc.unfreeze()
+async def test_the_started_app_and_its_clients_are_frozen(fresh_namespace: Namespace) -> None:
+    settings = IngestSettings(_env_file=None, **fresh_namespace.settings().model_dump())
+    async with started_from_unfrozen_heap(create_app(settings)) as app:
+        frozen = gc.get_freeze_count()
+        # The modules, the app and the clients the lifespan built: tens of thousands of objects.
+        assert frozen > 10_000, frozen
+        ports = app.state.ports
+        # What the lifespan built is among them: a collection would not even look at it.
+        before = len(gc.get_objects())
+        assert not any(o is ports for o in gc.get_objects()), "the ports were not frozen"
+        assert len(gc.get_objects()) < before + 1_000

@@ -10,11 +10,12 @@ Postgres from testcontainers on a host with a Docker engine.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,15 @@ def wait_until(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+
+
+@asynccontextmanager
+async def started_from_unfrozen_heap(app: Any) -> AsyncIterator[Any]:
+    """Enter an ASGI app's lifespan in-process, the garbage collector's heap unfrozen before it and
+    again after it: what ``gc.freeze`` moved while the app was started is what the app froze."""
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            yield app
+    finally:
+        gc.unfreeze()
