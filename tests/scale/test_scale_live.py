@@ -22,6 +22,7 @@ worker's assignor actually holds. The scorer has no metric of its own for this; 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -37,7 +38,10 @@ import asyncpg
 import httpx
 import pytest
 import websockets
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
+from leaderboard.common.kafka import new_consumer, stop_consumer
 from leaderboard.common.topics import Topics
 from leaderboard.testkit.processes import free_port
 from leaderboard.testkit.services import ServiceSpec, leaderboard_cmd
@@ -277,6 +281,57 @@ def plan(
     return batches, expected
 
 
+async def log_state(scale: Scale, survivor: str) -> str:
+    """For a handover that did not finish: per partition of the actions topic, the scorer group's
+    committed offset, the broker's end offset (Tansu answers the base offset of the last record batch
+    + 1, not the high watermark: a lower bound), the offsets applied (rows) and the first offsets
+    below the highest applied one that have no row (records passed over); and the survivor's lag and
+    stall metrics. Every record of the topic is one action (ingest publishes no duplicate)."""
+    settings = scale.system.ns.settings()
+    pg = await asyncpg.connect(scale.system.ns.dsn)
+    try:
+        applied = await pg.fetch(
+            "SELECT kafka_partition AS p, count(*) AS n, max(kafka_offset) AS top,"
+            " (SELECT array_agg(o) FROM (SELECT o FROM generate_series(0, max(a.kafka_offset)) AS o"
+            "   EXCEPT SELECT kafka_offset FROM actions b WHERE b.kafka_partition = a.kafka_partition"
+            "   ORDER BY 1 LIMIT 8) AS gaps) AS gaps"
+            " FROM actions a GROUP BY kafka_partition ORDER BY 1"
+        )
+    finally:
+        await pg.close()
+    lines = [
+        f"partition {r['p']}: {r['n']} rows, highest offset {r['top']}, no row at {r['gaps']}"
+        for r in applied
+    ]
+    group = scale.system.env["LEADERBOARD_SCORER_GROUP"]
+    parts = [TopicPartition(scale.topic, p) for p in sorted(PARTITIONS)]
+    consumer = new_consumer(settings, group_id=None)
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    try:
+        await consumer.start()
+        ends = await consumer.end_offsets(parts)
+        await admin.start()
+        committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+        for tp in parts:
+            meta = committed.get(tp)
+            lines.append(
+                f"partition {tp.partition}: end {ends.get(tp)}, committed {meta.offset if meta else None}"
+            )
+    except Exception as exc:  # a diagnosis must not hide the failure it describes
+        lines.append(f"(offsets unavailable: {exc!r})")
+    finally:
+        await stop_consumer(consumer)
+        with contextlib.suppress(Exception):
+            await admin.close()
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            metrics = (await client.get(f"http://127.0.0.1:{scale.scorer_ports[survivor]}/metrics")).text
+        lines += [m for m in metrics.splitlines() if m.startswith(("scorer_consumer_lag", "scorer_stalled"))]
+    except httpx.HTTPError as exc:
+        lines.append(f"(survivor metrics unavailable: {exc!r})")
+    return "\n".join(lines)
+
+
 def ours(board: dict[str, Any], expected: dict[str, int]) -> dict[str, int]:
     """Our users' scores on a GET /api/v1/leaderboard page."""
     return {e["userId"]: e["score"] for e in board["leaderboard"] if e["userId"] in expected}
@@ -367,7 +422,12 @@ async def test_a_killed_scorer_hands_over_and_both_broadcasters_see_every_change
                 f"\n--- {survivor}.log, last lines:\n" + "\n".join(tail)
             )
 
-        await eventually(all_rows, 120, missing)
+        try:
+            await eventually(all_rows, 120, missing)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\n--- the log and the group:\n{await log_state(scale, survivor)}"
+            ) from None
         # The victim was dead, so whatever its partitions gained since the kill, the survivor applied.
         assert await applied_on(parts[victim]) > at_kill >= 0
         rows = await pg.fetchrow(
