@@ -282,11 +282,11 @@ def plan(
 
 
 async def log_state(scale: Scale, survivor: str) -> str:
-    """For a handover that did not finish: per partition of the actions topic, the scorer group's
+    """For a hand-over that did not finish: per partition of the actions topic, the scorer group's
     committed offset, the broker's end offset (Tansu answers the base offset of the last record batch
     + 1, not the high watermark: a lower bound), the offsets applied (rows) and the first offsets
     below the highest applied one that have no row (records passed over); and the survivor's lag and
-    stall metrics. Every record of the topic is one action (ingest publishes no duplicate)."""
+    stall metrics and last log lines. Every record of the topic is one action (ingest publishes no duplicate)."""
     settings = scale.system.ns.settings()
     pg = await asyncpg.connect(scale.system.ns.dsn)
     try:
@@ -329,7 +329,9 @@ async def log_state(scale: Scale, survivor: str) -> str:
         lines += [m for m in metrics.splitlines() if m.startswith(("scorer_consumer_lag", "scorer_stalled"))]
     except httpx.HTTPError as exc:
         lines.append(f"(survivor metrics unavailable: {exc!r})")
-    return "\n".join(lines)
+    log = scale.system.specs[survivor].log_path
+    tail = log.read_text(errors="replace").splitlines()[-40:] if log and log.exists() else []
+    return "\n".join([*lines, f"--- {survivor}.log, last lines:", *tail])
 
 
 def ours(board: dict[str, Any], expected: dict[str, int]) -> dict[str, int]:
@@ -406,27 +408,14 @@ async def test_a_killed_scorer_hands_over_and_both_broadcasters_see_every_change
         # The replicas share the dedupe memory: each repeat, sent to either replica, was reported once.
         assert (sent["accepted"], sent["duplicates"]) == (distinct, repeats)
 
-        per_partition: dict[int, int] = {}
-
         async def all_rows() -> bool:
-            for p in sorted(PARTITIONS):
-                per_partition[p] = await applied_on({p})
-            return sum(per_partition.values()) >= distinct
-
-        def missing() -> str:
-            """What a timeout saw: rows per partition, who holds what, the survivor's last log lines."""
-            log = system.specs[survivor].log_path
-            tail = log.read_text(errors="replace").splitlines()[-40:] if log and log.exists() else []
-            return (
-                f"{distinct} actions rows; per partition {per_partition} (the victim held {parts[victim]})"
-                f"\n--- {survivor}.log, last lines:\n" + "\n".join(tail)
-            )
+            return await applied_on(PARTITIONS) >= distinct
 
         try:
-            await eventually(all_rows, 120, missing)
+            await eventually(all_rows, 120, f"{distinct} actions rows")
         except AssertionError as exc:
             raise AssertionError(
-                f"{exc}\n--- the log and the group:\n{await log_state(scale, survivor)}"
+                f"{exc}; the victim held {parts[victim]}\n{await log_state(scale, survivor)}"
             ) from None
         # The victim was dead, so whatever its partitions gained since the kill, the survivor applied.
         assert await applied_on(parts[victim]) > at_kill >= 0
