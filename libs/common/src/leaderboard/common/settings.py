@@ -7,10 +7,11 @@ through the environment alone.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
@@ -152,3 +153,17 @@ class HttpServiceSettings(CommonSettings):
             "ssl_certfile": str(self.tls_certfile) if self.tls_certfile else None,
             "ssl_keyfile": str(self.tls_keyfile) if self.tls_keyfile else None,
         }
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT], service: str) -> SettingsT:
+    """A service's settings from its environment, or exit 2 with pydantic's message alone on stderr:
+    a configuration mistake (an unparsable or out-of-range ``LEADERBOARD_*`` value) is the operator's
+    to fix, not a crash, so no traceback."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        sys.stderr.write(f"leaderboard {service}: invalid settings: {exc}\n")
+        raise SystemExit(2) from None

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from leaderboard.broadcaster.app import create_app
 from leaderboard.broadcaster.entrypoints.ws import LiveSocketProtocol
 from leaderboard.broadcaster.settings import BroadcasterSettings
 from leaderboard.common.logs import setup_logging
+from leaderboard.common.settings import load_settings
 
 
 class _RefusalNoise(logging.Filter):
@@ -23,18 +22,8 @@ class _RefusalNoise(logging.Filter):
         return not record.getMessage().startswith("ASGI callable returned without completing handshake")
 
 
-def load_settings() -> BroadcasterSettings:
-    """The settings, or exit 2 with pydantic's message alone on stderr (a configuration mistake
-    is the operator's to fix, not a crash: no traceback)."""
-    try:
-        return BroadcasterSettings()
-    except ValidationError as exc:
-        sys.stderr.write(f"leaderboard broadcaster: invalid settings: {exc}\n")
-        raise SystemExit(2) from None
-
-
 def run(port: int | None = None) -> None:
-    settings = load_settings()
+    settings = load_settings(BroadcasterSettings, "broadcaster")
     if port is not None:
         settings.port = port
     setup_logging(settings.log_level, "broadcaster")

@@ -9,12 +9,13 @@ import faust
 
 from leaderboard.common.kafka import ensure_topics
 from leaderboard.common.logs import setup_logging
+from leaderboard.common.settings import load_settings
 from leaderboard.scorer.entrypoints.worker import build_app
 from leaderboard.scorer.settings import ScorerSettings
 
 
 def run(web_port: int | None = None) -> None:
-    settings = ScorerSettings()
+    settings = load_settings(ScorerSettings, "scorer")
     if web_port is not None:
         settings.scorer_web_port = web_port
     setup_logging(settings.log_level, "scorer")
