@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -266,3 +267,64 @@ def test_the_plain_counters_expose_what_prometheus_client_metrics_would() -> Non
 
     assert exposition(ours) == exposition(theirs)
     assert 'broadcaster_fanout_seconds_bucket{le="5.0"} 12.0' in exposition(ours)
+
+
+class DirectWriter(Client):
+    """A client whose socket takes a frame at once while ``open`` (``write_now``, tried first by
+    ``_write`` too), else through its ``send``, which waits ``delay`` seconds: the shape of the
+    WebSocket client (``routes.live.LiveSocket``)."""
+
+    def __init__(self, hub: Hub, delay: float = 0.05) -> None:
+        super().__init__(hub, "global", self._slow, "ws")
+        self.frames: list[tuple[str, dict[str, Any]]] = []  # (how, frame)
+        self.open = True
+        self.delay = delay
+
+    def write_now(self, text: str) -> bool:
+        if self.open:
+            self.frames.append(("direct", json.loads(text)))
+        return self.open
+
+    def _write(self, text: str, state: BoardState, kind: str) -> Awaitable[None] | None:
+        return None if self.write_now(text) else super()._write(text, state, kind)
+
+    async def _slow(self, text: str, st: BoardState, kind: str) -> None:
+        await asyncio.sleep(self.delay)
+        self.frames.append(("send", json.loads(text)))
+
+
+async def test_fan_out_writes_up_to_date_clients_directly_and_the_rest_as_before() -> None:
+    """The hub's direct write: one shared update for every client that holds the current state and
+    has nothing pending; a client whose socket cannot take it (or that is behind, or resumed from an
+    older version) gets its frame through ``offer``, coalesced and in order as always."""
+    hub = Hub(history_size=8, send_timeout=5)
+    for v in (1, 2):
+        hub.publish(state(v, top=[entry("a", 1, v), entry("b", 2, 0)]))
+    up_to_date, blocked, resumed = DirectWriter(hub), DirectWriter(hub), DirectWriter(hub)
+    hub.attach(up_to_date)
+    hub.attach(blocked)
+    hub.attach(resumed, "e1", 1)  # from version 1: its first frame is the update 1 -> 2
+    assert [(how, f["type"], f["version"]) for how, f in resumed.frames] == [("direct", "update", 2)]
+    blocked.open = False
+    sent_before = STATS.sent
+    for v in (3, 4, 5):
+        hub.publish(state(v, top=[entry("a", 1, v), entry("b", 2, 0)]))
+    assert STATS.sent - sent_before == 2 * 3  # two written at once per change; the third still sending
+    for c in (up_to_date, resumed):
+        assert [(how, f["version"], f["changed"]) for how, f in c.frames[1:]] == [
+            ("direct", 3, ["a"]),
+            ("direct", 4, ["a"]),
+            ("direct", 5, ["a"]),
+        ]
+    for _ in range(100):
+        if blocked.frames and blocked.frames[-1][1]["version"] == 5:
+            break
+        await asyncio.sleep(0.01)
+    # Its send of 3 was pending while 4 and 5 came: coalesced to 5, the update from what it holds.
+    assert [(how, f["version"]) for how, f in blocked.frames] == [("direct", 2), ("send", 3), ("send", 5)]
+    assert blocked.frames[-1][1]["changed"] == ["a"]
+    blocked.open = True
+    hub.publish(state(6, top=[entry("a", 1, 6), entry("b", 2, 0)]))
+    assert blocked.frames[-1] == ("direct", up_to_date.frames[-1][1])  # caught up: direct again
+    for c in (up_to_date, blocked, resumed):
+        hub.detach(c)

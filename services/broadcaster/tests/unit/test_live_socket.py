@@ -5,7 +5,9 @@ the real ports built without I/O (the unit fixtures'); real python-websockets cl
 
 What the raw path must keep: refusals as HTTP answers in the error shape with X-Request-ID (origin,
 per-IP cap, bad ``since``, unknown board, other paths), resume with ``since``/``epoch``, the
-heartbeat's pong, coalescing, the 1012 close with a hint on drain, and per-IP slots released."""
+heartbeat's pong, coalescing, the 1012 close with a hint on drain, and per-IP slots released; and
+the fan-out's direct write: websockets' own frame bytes, every frame in order, declined whenever
+uvicorn's ``send`` would not write at once."""
 
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ import uvicorn
 import websockets
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.typing import Origin
 
 from leaderboard.broadcaster.bootstrap import Ports
 from leaderboard.broadcaster.entrypoints.app import BroadcasterApp, create_app
-from leaderboard.broadcaster.entrypoints.ws import Flag, Inbox, LiveSocketProtocol
+from leaderboard.broadcaster.entrypoints.ws import Flag, Inbox, LiveSocketProtocol, wire_frame
 from leaderboard.broadcaster.hub import BoardState
 from leaderboard.testkit.processes import free_port
 
@@ -55,9 +59,9 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def serving(p: Ports) -> AsyncIterator[Live]:
+async def serving(p: Ports, per_message_deflate: bool = False) -> AsyncIterator[Live]:
     """The app of ``create_app`` under uvicorn as ``main.run`` starts it, in this test's loop (no
-    lifespan: the ports are the fixture's)."""
+    lifespan: the ports are the fixture's; ``per_message_deflate`` only where a test needs it on)."""
     app = create_app(p.settings)
     assert isinstance(app, BroadcasterApp)
     app.state.ports = p
@@ -67,7 +71,7 @@ async def serving(p: Ports) -> AsyncIterator[Live]:
         **p.settings.uvicorn_options(port),
         lifespan="off",
         ws=LiveSocketProtocol,
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=per_message_deflate,
         ws_max_size=4096,
         ws_ping_interval=p.settings.ws_ping_interval_s,
         ws_ping_timeout=p.settings.ws_ping_timeout_s,
@@ -282,3 +286,134 @@ async def test_flag_wakes_every_waiter_and_a_cancelled_waiter_leaves() -> None:
     assert await flag.wait() is True  # set: at once
     flag.clear()
     assert not flag.is_set()
+
+
+# --- the fan-out's direct write (LiveSocketProtocol.write_text_now) ---------------------------------
+
+
+def reference_frame(text: str) -> bytes:
+    """What python-websockets' own server protocol writes for ``send_text`` on an open connection
+    with no extensions: the bytes the direct write must reproduce."""
+    reference = ServerProtocol()
+    reference.state = State.OPEN
+    reference.send_text(text.encode())
+    return b"".join(reference.data_to_send())
+
+
+def test_the_serialised_frame_is_websockets_own_for_every_length() -> None:
+    # The three length encodings (7-bit, 16-bit, 64-bit) and non-ASCII text (bytes, not characters).
+    for text in ("", "x", "é" * 63, "é" * 64, "y" * 125, "y" * 126, "z" * 65_535, "z" * 65_536, '{"a":"✓"}'):
+        assert wire_frame(text) == reference_frame(text)
+    assert wire_frame("x") is wire_frame("x")  # serialised once
+
+
+async def test_fan_out_writes_websockets_frames_directly_in_order_with_resume(make_ports: MakePorts) -> None:
+    """Real clients get, frame for frame, the texts the hub serialised (snapshot, updates, the update a
+    resumed client starts from, a new epoch's snapshot), in order, and the direct write carried them."""
+    p = make_ports(history_size=8)
+    for v in range(1, 4):
+        p.hub.publish(state(v))
+    direct = 0
+    real = LiveSocketProtocol.write_text_now
+
+    def counting(self: LiveSocketProtocol, text: str) -> bool:
+        nonlocal direct
+        wrote = real(self, text)
+        direct += wrote
+        return wrote
+
+    async with serving(p) as live:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(LiveSocketProtocol, "write_text_now", counting)
+            fresh = [await websockets.connect(live.ws(), ping_interval=None) for _ in range(20)]
+            resumed = await websockets.connect(live.ws("since=2&epoch=ep"), ping_interval=None)
+            try:
+                expected_fresh = [state(3).snapshot]
+                expected_resumed = [p.hub.update_frame(p.hub.history["global"][2], p.hub.states["global"])]
+                for _ in range(100):  # the connections' first frames, written on attach
+                    if p.live_clients() == 21:
+                        break
+                    await asyncio.sleep(0.02)
+                for v in range(4, 9):
+                    before = p.hub.states["global"]
+                    p.hub.publish(state(v))
+                    frame = p.hub.update_frame(before, p.hub.states["global"])
+                    expected_fresh.append(frame)
+                    expected_resumed.append(frame)
+                p.hub.publish(state(1, epoch="rebuilt"))
+                expected_fresh.append(p.hub.states["global"].snapshot)
+                expected_resumed.append(p.hub.states["global"].snapshot)
+                for ws in fresh:
+                    got = [await asyncio.wait_for(ws.recv(), 5) for _ in expected_fresh]
+                    assert got == expected_fresh  # text frames (str), exactly these, in this order
+                got = [await asyncio.wait_for(resumed.recv(), 5) for _ in expected_resumed]
+                assert got == expected_resumed
+                assert json.loads(got[0])["type"] == "update" and json.loads(got[-1])["type"] == "snapshot"
+                for ws in [*fresh, resumed]:
+                    with pytest.raises(TimeoutError):  # nothing more, nothing twice
+                        await asyncio.wait_for(ws.recv(), 0.2)
+            finally:
+                for ws in [*fresh, resumed]:
+                    await ws.close()
+    assert direct == 21 * 7  # every frame after the handshake went the direct way
+
+
+async def test_clients_gone_mid_fan_out_do_not_break_the_others(make_ports: MakePorts) -> None:
+    p = make_ports()
+    p.hub.publish(state(1))
+    async with serving(p) as live:
+        clients = [await websockets.connect(live.ws(), ping_interval=None) for _ in range(12)]
+        for ws in clients:
+            assert (await recv(ws))["version"] == 1
+        gone, kept = clients[::2], clients[1::2]
+        for ws in gone[:3]:
+            ws.transport.abort()  # reset, no close handshake
+        for ws in gone[3:]:
+            await ws.close()
+        for v in range(2, 6):  # published before and while the server notices
+            p.hub.publish(state(v))
+            await asyncio.sleep(0)
+        for ws in kept:
+            assert [(await recv(ws))["version"] for _ in range(4)] == [2, 3, 4, 5]
+        for _ in range(100):
+            if p.live_clients() == len(kept):
+                break
+            await asyncio.sleep(0.05)
+        assert p.live_clients() == len(kept)
+        p.hub.publish(state(6))
+        for ws in kept:
+            assert (await recv(ws))["version"] == 6
+            await ws.close()
+
+
+async def test_the_direct_write_declines_whenever_send_would_not_write_at_once(make_ports: MakePorts) -> None:
+    """Flow control, a close sent and a negotiated extension each send the frame through uvicorn's
+    ``send`` (which waits, refuses or compresses) rather than the direct write."""
+    p = make_ports()
+    p.hub.publish(state(1))
+    async with serving(p) as live, websockets.connect(live.ws(), ping_interval=None) as ws:
+        await recv(ws)
+        (protocol,) = live.protocols()
+        assert protocol.write_text_now("a") is True
+        assert await ws.recv() == "a"
+        protocol.pause_writing()
+        assert protocol.write_text_now("b") is False
+        protocol.resume_writing()
+        protocol.conn.send_ping(b"queued")  # something else is waiting to be written first
+        assert protocol.write_text_now("c") is False
+        protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        assert protocol.write_text_now("d") is True
+        assert await ws.recv() == "d"
+        protocol.close_sent = True
+        assert protocol.write_text_now("e") is False
+        protocol.close_sent = False
+    async with (
+        serving(p, per_message_deflate=True) as live,
+        websockets.connect(live.ws(), ping_interval=None, compression="deflate") as ws,
+    ):
+        assert (await recv(ws))["version"] == 1
+        (protocol,) = live.protocols()
+        assert protocol.conn.extensions  # negotiated
+        assert protocol.write_text_now("f") is False
+        p.hub.publish(state(2))  # through send: compressed, and still the right frame
+        assert (await recv(ws))["version"] == 2

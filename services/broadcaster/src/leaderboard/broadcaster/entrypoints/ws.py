@@ -17,6 +17,15 @@ Nothing else changes: the handshake, frames, keep-alive pings, closes and refusa
 own code; the protocol only sees these objects through ``put_nowait``/``get``/``empty`` and
 ``set``/``clear``/``wait``, which the replacements keep. Measured (RSS, 5,000 connections):
 about 22 KB per connection with uvicorn's protocol, 15.6 KB with this one.
+
+One addition for the fan-out, :meth:`LiveSocketProtocol.write_text_now`: the hub writes one text
+to thousands of sockets, and through uvicorn's ``send`` each write built a message dict, two
+coroutines, a ``Frame`` and its serialisation (the text encoded and framed again per connection),
+a list and a join. A server's frame is unmasked and, with permessage-deflate off (``main.py``),
+has no extension to apply, so its bytes are the same on every connection: :func:`wire_frame`
+serialises a text once (websockets' own ``Frame.serialize``) and ``write_text_now`` hands those
+bytes to the transport when ``send`` would have written them at once, and declines (the caller
+goes through ``send``) in every other case.
 """
 
 from __future__ import annotations
@@ -28,7 +37,23 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
+
+WIRE_CACHE = 64  # serialised texts kept; a fan-out needs one or two (an update, a snapshot)
+_wire: dict[str, bytes] = {}
+
+
+def wire_frame(text: str) -> bytes:
+    """``text`` as the bytes of one server text frame with no extensions: what websockets'
+    ``send_text`` appends for such a connection, serialised once however many sockets take it."""
+    frame = _wire.get(text)
+    if frame is None:
+        if len(_wire) >= WIRE_CACHE:
+            _wire.clear()
+        frame = _wire[text] = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+    return frame
 
 
 class Inbox:
@@ -123,6 +148,28 @@ class LiveSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         self.__dict__.pop("request", None)  # parsed into the scope; not read again
+
+    def write_text_now(self, text: str) -> bool:
+        """Write ``text`` as a frame now, if uvicorn's ``send`` would write it at once (the transport
+        takes data, the handshake is done, no close sent or received, no partial message, nothing
+        else queued, no extension, no frame logging) and return True; else False, and nothing was
+        written: the caller uses ``send``, which waits, refuses or raises as uvicorn does."""
+        conn = self.conn
+        if (
+            self.writable.is_set()
+            and not self.disconnected
+            and self.handshake_complete
+            and not self.close_sent
+            and self.initial_response is None
+            and conn.state is State.OPEN
+            and not conn.expect_continuation_frame
+            and not conn.extensions
+            and not conn.writes
+            and not conn.debug
+        ):
+            self.transport.write(wire_frame(text))
+            return True
+        return False
 
     def send(self, message: Any) -> Coroutine[Any, Any, None]:
         """uvicorn's ``send``; a frame goes to it directly (no wrapper coroutine on the fan-out's

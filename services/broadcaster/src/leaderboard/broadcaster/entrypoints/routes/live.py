@@ -39,6 +39,7 @@ from leaderboard.broadcaster import service
 from leaderboard.broadcaster.bootstrap import Ports
 from leaderboard.broadcaster.entrypoints.deps import get_ports, token_principal, ws_resume, ws_token
 from leaderboard.broadcaster.entrypoints.errors import CLOSE_REASON_MAX, response_for
+from leaderboard.broadcaster.entrypoints.ws import LiveSocketProtocol
 from leaderboard.broadcaster.errors import DomainError, Draining, NoSuchSocket, UnknownBoard
 from leaderboard.broadcaster.hub import BoardState, Client, Hub
 from leaderboard.common.boardkeys import DEFAULT_BOARD
@@ -154,21 +155,31 @@ def _request_id(scope: Scope) -> str:
 
 
 class LiveSocket(Client):
-    """One WebSocket client of the hub. A frame is the server's ``send`` itself (no wrapper
-    coroutine), which :class:`Client` drives without a task while the socket takes data. The reader
-    (the connection's task) is cancelled with a reason when the hub drops the client or the instance
-    drains."""
+    """One WebSocket client of the hub. Under the broadcaster's own protocol (``LiveSocketProtocol``,
+    as ``main.py`` runs uvicorn) a frame that the socket takes at once is written by the protocol's
+    ``write_text_now`` (the frame's bytes serialised once per text, not once per connection); any
+    other frame is the server's ``send`` itself (no wrapper coroutine), which :class:`Client` drives
+    without a task while the socket takes data. The reader (the connection's task) is cancelled with
+    a reason when the hub drops the client or the instance drains."""
 
-    __slots__ = ("_asgi_send", "_reader", "reading", "retry_ms", "stopped")
+    __slots__ = ("_asgi_send", "_protocol", "_reader", "reading", "retry_ms", "stopped")
 
     def __init__(self, hub: Hub, board: str, send: Send, reader: asyncio.Task[Any]) -> None:
         super().__init__(hub, board, None, "ws")
         self._asgi_send, self._reader = send, reader
+        # ASGI's ``send`` is the protocol's bound method; under another server, no fast path.
+        protocol = getattr(send, "__self__", None)
+        self._protocol = protocol if isinstance(protocol, LiveSocketProtocol) else None
         self.reading = True
         self.stopped = False  # the read was interrupted by :meth:`stop`
         self.retry_ms: int | None = None  # the drain's reconnect hint
 
-    def _write(self, text: str, state: BoardState, kind: str) -> Awaitable[None]:
+    def write_now(self, text: str) -> bool:
+        return self._protocol is not None and self._protocol.write_text_now(text)
+
+    def _write(self, text: str, state: BoardState, kind: str) -> Awaitable[None] | None:
+        if self._protocol is not None and self._protocol.write_text_now(text):
+            return None
         return self._asgi_send({"type": "websocket.send", "text": text})
 
     def _on_closed(self) -> None:
