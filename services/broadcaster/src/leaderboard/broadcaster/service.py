@@ -76,6 +76,11 @@ def _cached_metadata(board: str, period: str, state: tuple[str, int] | None) -> 
     return cached[1]
 
 
+def metadata_complete() -> bool:
+    """False while reads skip metadata (Postgres did not answer lately): a page built now may lack it."""
+    return time.monotonic() >= _metadata_paused_until
+
+
 async def with_metadata(
     p: Ports,
     board: str,

@@ -23,6 +23,16 @@ period rolls over, and until the scorer's new epoch arrives, pages go to Redis f
 instead of serving the old one. The top's entries get their metadata from Postgres once per state
 (``service.with_metadata``); ``/scores`` keeps seed 004's four fields.
 
+Deep pages (issue 12): a page below the top N is kept, encoded, under the (epoch, rev) of the board
+it was read from (``rev`` rises on every write to the board, a rebuild starts a new epoch), and a read
+first asks Redis for the board's (epoch, rev) alone (one HMGET): unchanged, the kept bytes are the
+answer; changed, the page is read as before and kept under the state the read itself returned. The
+profile of page-50 reads under k6 had the page script's reply parsing, the shared-rank and metadata
+pass and the JSON encoding at about half the request; an HMGET costs a fraction of that. A board under
+live writes changes rev with every scorer batch, so there a kept page serves the reads between two
+batches, and a read after a change pays the HMGET on top (one small round trip). A page built while
+metadata was being skipped (Postgres not answering) is not kept.
+
 Same answer as the routes: the body of ``LeaderboardPage`` (``total`` is the board's ZCARD, read
 once per version and at most once a second: the ``Cache-Control: max-age=1`` the answer carries
 already lets a client hold it that long), the weak ETag ``W/"epoch.version"`` and ``If-None-Match``
@@ -37,6 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from leaderboard.broadcaster import service
@@ -60,6 +71,11 @@ if TYPE_CHECKING:
 
 PAGE_PATH, SCORES_PATH = "/api/v1/leaderboard", "/scores"
 TOTAL_TTL_S = 1.0  # how long a page's ``total`` (ZCARD) is reused within one version
+DEEP_PAGES = 256  # deep pages kept (each at most ``limit`` 100 entries); all dropped when full
+DEEP_READS = Counter(
+    "broadcaster_deep_page_reads", "Reads of pages below the top N, by where the answer came from", ["source"]
+)
+_KEPT, _READ = DEEP_READS.labels("kept"), DEEP_READS.labels("redis")
 _BOARD = re.compile(BOARD_PATTERN)
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:=&-]*$")  # nothing percent-encoded: anything else goes to FastAPI
 _KEYS = frozenset({"board", "page", "limit", "sort"})
@@ -119,6 +135,8 @@ class TopReads:
         self.app = app
         self._cache: dict[tuple[str, str, int, int], Encoded] = {}
         self._tops: dict[str, tuple[BoardState, list[dict[str, Any]]]] = {}  # board -> top with metadata
+        # (board, period, page, limit, descending) -> (epoch, rev) of the board it was read from, answer
+        self._deep: dict[tuple[str, str, int, int, bool], tuple[tuple[str, int], Encoded]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -207,16 +225,45 @@ class TopReads:
         body = page_body(r, Page(meta, total, entries), q.page, q.limit, True)
         return Encoded(state, now, etag, encode(body))
 
-    @staticmethod
-    async def _from_redis(p: Ports, q: Query, within_top: bool) -> Encoded | None:
+    async def _from_redis(self, p: Ports, q: Query, within_top: bool) -> Encoded | None:
         """A page the hub does not hold, read as the route reads it (``service.board_page``), minus
-        FastAPI's routing and dependencies. A refusal goes on to the route, which answers it."""
+        FastAPI's routing and dependencies; a page below the top N is kept per board state (see the
+        module). A refusal goes on to the route, which answers it."""
+        key: tuple[str, str, int, int, bool] | None = None
+        if not within_top:
+            try:
+                r = p.periods.resolve(q.board)
+            except DomainError:
+                return None
+            if r.kept:
+                key = (q.board, r.period.id, q.page, q.limit, q.descending)
+                kept = self._deep.get(key)
+                if kept is not None:
+                    epoch, rev = await p.redis.hmget(
+                        p.reader.keys(q.board, r.period.id).meta, ["epoch", "rev"]
+                    )
+                    if epoch is not None and kept[0] == (_text(epoch), int(rev or 0)):
+                        _KEPT.inc()
+                        return kept[1]
         try:
             r, result = await service.board_page(p, q.board, q.page, q.limit, q.descending)
         except DomainError:
             return None
         body = page_body(r, result, q.page, q.limit, q.descending)
-        return Encoded(None, time.monotonic(), page_etag(r, result, within_top, body), encode(body))
+        made = Encoded(None, time.monotonic(), page_etag(r, result, within_top, body), encode(body))
+        if not within_top:
+            _READ.inc()
+        if (
+            key is not None
+            and key[1] == r.period.id
+            and result.meta.epoch  # read from Redis (not the empty board, not the archive)
+            and not result.archived
+            and service.metadata_complete()
+        ):
+            if len(self._deep) >= DEEP_PAGES:
+                self._deep.clear()
+            self._deep[key] = ((result.meta.epoch, result.meta.rev), made)
+        return made
 
     @staticmethod
     async def _send(scope: Scope, send: Send, answer: Encoded) -> None:
@@ -232,6 +279,10 @@ class TopReads:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
