@@ -19,7 +19,6 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from leaderboard.common.kafka import producer
-from leaderboard.common.postgres import postgres_pool
 from leaderboard.common.redis import redis_client
 from leaderboard.scorer.adapters.migrate import migrate
 from leaderboard.scorer.projector import Projector
@@ -48,31 +47,42 @@ async def bootstrap(
         async with pool.acquire() as conn:
             await migrate(conn)
         redis = await stack.enter_async_context(redis_client(settings))
-        kafka = await stack.enter_async_context(producer(settings))
+        # No linger: the projector queues a batch's sends (announcements, dead letters, audit
+        # events) together before it awaits them, so they share a request anyway, and the 2 ms that
+        # suit ingest's one-event requests would only hold up the next batch (issue 12).
+        kafka = await stack.enter_async_context(producer(settings, linger_ms=0))
         projector = Projector(settings, pool, redis, kafka, publish=publish)
         yield Ports(settings, pool, redis, kafka, projector)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond the rollback of an open transaction that asyncpg
+    always does. Its default, ``Connection.reset()``, runs a query of its own (close cursors, UNLISTEN,
+    RESET ALL, release advisory locks) in an extra round trip after every use; no scorer path leaves
+    any of that behind (the migration releases its advisory lock itself), and the batch path acquires
+    a connection twice per batch (issue 12: two round trips of eight)."""
+
+
 @contextlib.asynccontextmanager
 async def _pool(settings: ScorerSettings, size: int) -> AsyncIterator[asyncpg.Pool]:
-    """The shared pool, or, with ``postgres_schema``, one whose connections live in that schema
+    """The scorer's pool; with ``postgres_schema``, one whose connections live in that schema
     (created when missing; the migrations then create their tables there)."""
     schema = settings.postgres_schema
-    if schema is None:
-        async with postgres_pool(settings, max_size=size) as pool:
-            yield pool
-        return
-    conn = await asyncpg.connect(settings.postgres_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # a checked identifier
-    finally:
-        await conn.close()
+    server_settings = None
+    if schema is not None:
+        conn = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # a checked identifier
+        finally:
+            await conn.close()
+        server_settings = {"search_path": f'"{schema}"'}
     pool = await asyncpg.create_pool(
         settings.postgres_dsn,
         min_size=1,
         max_size=size,
         command_timeout=30,
-        server_settings={"search_path": f'"{schema}"'},
+        server_settings=server_settings,
+        reset=_keep_session,
     )
     try:
         yield pool

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from string import Template
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from leaderboard.common.boardkeys import ALL_PERIOD, LUA, BoardKeys
 from leaderboard.common.ranking import decode_top
@@ -105,11 +106,24 @@ class RedisBoard:
         k = self.keys  # KEYS[1..5] of the script
         return [k.rank, k.members, k.names, k.meta, k.versions]
 
-    async def apply(self, rows: Sequence[ScoreRow | EntryRow]) -> TopChange | None:
+    def _args(self, rows: Sequence[ScoreRow | EntryRow]) -> list[str | int]:
         args: list[str | int] = [self.top_n, self.expire_at]
         for r in rows:
             args += [r.user_id, r.version, r.member(), r.username]
-        result = await self._apply(keys=self._keys(), args=args)
+        return args
+
+    async def apply(self, rows: Sequence[ScoreRow | EntryRow]) -> TopChange | None:
+        return self.answer(await self._apply(keys=self._keys(), args=self._args(rows)))
+
+    def queue(self, pipe: Pipeline, rows: Sequence[ScoreRow | EntryRow]) -> None:
+        """:meth:`apply` queued on a pipeline by the script's SHA (no SCRIPT EXISTS round trip, which
+        redis-py's scripts add to every pipeline); the caller reads the reply with :meth:`answer`,
+        and falls back to :meth:`apply` when it is an error (the script not loaded yet)."""
+        keys = self._keys()
+        pipe.evalsha(self._apply.sha, len(keys), *keys, *self._args(rows))
+
+    def answer(self, result: list[bytes | str]) -> TopChange | None:
+        """The script's reply: the changed top, None when the top stayed, NoEpoch without a board."""
         status = result[0].decode() if isinstance(result[0], bytes) else result[0]
         if status == "NOEPOCH":
             raise NoEpoch

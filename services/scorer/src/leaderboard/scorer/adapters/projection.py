@@ -14,10 +14,17 @@ With velocity caps configured, the same transaction first reads the recent actio
 in ``quarantine``. An actionId in ``quarantine`` never inserts into ``actions`` (the main statement
 skips it), so a redelivered quarantined event stays quarantined.
 
-Boards (issue 10): the same transaction then reads the entries (``board_entries``, one row per board,
-period and user) that the batch feeds, locked, lets the domain's rules fold the events whose action row
-inserted into them (:func:`domain.fold_entries`), and upserts the entries that changed. ``users`` stays
-as it was (the registry of names and seed 000's all-time sum, computed in SQL as before).
+Boards (issue 10): the same statement also reads the entries (``board_entries``, one row per board,
+period and user) that the batch feeds, locked until the commit; the domain's rules fold the events whose
+action row inserted into them (:func:`domain.fold_entries`), and a second statement upserts the entries
+that changed. ``users`` stays as it was (the registry of names and seed 000's all-time sum, computed in
+SQL as before).
+
+Round trips per batch (issue 12): BEGIN, the main statement, the entries' upsert, COMMIT. Reading the
+entries in the main statement rather than in a statement of their own saves one: py-spy on the scorer
+at 500 events/s (the bench's end-to-end load, 2 shared cores) found about a third of this transaction's
+samples in the socket writes of its round trips (each wakes a Postgres backend on a busy machine),
+more than in building the arrays or folding the entries.
 """
 
 from __future__ import annotations
@@ -113,19 +120,22 @@ WITH input AS (
     SELECT u.user_id, u.username, u.score, u.reached_at, u.version   -- whose Redis write was lost
     FROM users u
     WHERE u.user_id IN (SELECT user_id FROM input) AND u.user_id NOT IN (SELECT user_id FROM upserted)
+), locked AS (  -- the current entries of the (board, period, user) keys the batch feeds, locked
+    SELECT e.board, e.period, e.user_id, e.score, e.reached_at, e.action_id, e.metadata, e.version
+    FROM board_entries e
+    JOIN unnest($14::text[], $15::text[], $16::uuid[]) AS k(board, period, user_id)
+        USING (board, period, user_id)
+    ORDER BY e.board, e.period, e.user_id
+    FOR UPDATE OF e
 )
-SELECT t.user_id, t.username, t.score, t.reached_at, t.version, NULL::uuid AS action_id FROM touched t
+SELECT t.user_id, t.username, t.score, t.reached_at, t.version, NULL::uuid AS action_id,
+       NULL::text AS board, NULL::text AS period, NULL::jsonb AS metadata
+FROM touched t
 UNION ALL  -- the actions that inserted: only they feed the boards
-SELECT NULL, NULL, NULL, NULL, NULL, action_id FROM inserted
-"""
-
-# The current entries of the (board, period, user) keys a batch feeds, locked until the commit.
-ENTRIES = """
-SELECT e.board, e.period, e.user_id, e.score, e.reached_at, e.action_id, e.metadata, e.version
-FROM board_entries e
-JOIN unnest($1::text[], $2::text[], $3::uuid[]) AS k(board, period, user_id) USING (board, period, user_id)
-ORDER BY e.board, e.period, e.user_id
-FOR UPDATE OF e
+SELECT NULL, NULL, NULL, NULL, NULL, action_id, NULL, NULL, NULL FROM inserted
+UNION ALL  -- the board entries as they stood (board is never NULL here)
+SELECT l.user_id, NULL, l.score, l.reached_at, l.version, l.action_id, l.board, l.period, l.metadata
+FROM locked l
 """
 
 UPSERT_ENTRIES = """
@@ -239,8 +249,10 @@ async def apply_batch(
         if quarantined:
             held = {q.item.event.action_id for q in quarantined}
             items = [d for d in items if d.event.action_id not in held]
-        rows, inserted = await _apply(conn, items)
-        entries = await _apply_boards(conn, items, inserted, rows, catalog or BoardCatalog.load())
+        catalog = catalog or BoardCatalog.load()
+        keys = sorted({k for d in items for k in entry_keys(catalog, d.event)})
+        rows, inserted, current = await _apply(conn, items, keys)
+        entries = await _apply_boards(conn, items, inserted, rows, catalog, current)
     return Applied(rows, len(inserted), quarantined, entries)
 
 
@@ -250,21 +262,12 @@ async def _apply_boards(
     inserted: set[UUID],
     users: Sequence[ScoreRow],
     catalog: BoardCatalog,
+    current: dict[EntryKey, Entry],
 ) -> list[EntryRow]:
-    """Feed the boards with the events whose action row inserted (in log order), and return the
-    committed entry of every key the batch touches: duplicates included, so that a batch redelivered
-    after a crash between the commit and the Redis write still brings Redis up to date."""
-    keys = sorted({k for d in items for k in entry_keys(catalog, d.event)})
-    if not keys:
-        return []
-    current: dict[EntryKey, Entry] = {}
-    cols = ([k[0] for k in keys], [k[1] for k in keys], [UUID(k[2]) for k in keys])
-    for r in await conn.fetch(ENTRIES, *cols):
-        metadata = json.loads(r["metadata"]) if r["metadata"] is not None else None
-        key = (r["board"], r["period"], str(r["user_id"]))
-        current[key] = Entry(
-            int(r["score"]), epoch_ms(r["reached_at"]), r["action_id"], metadata, int(r["version"])
-        )
+    """Feed the boards with the events whose action row inserted (in log order) into the entries
+    ``current`` holds (as the batch's statement read and locked them), and return the committed entry
+    of every key the batch touches: duplicates included, so that a batch redelivered after a crash
+    between the commit and the Redis write still brings Redis up to date."""
     new = [d.event for d in items if d.event.action_id in inserted]
     changed = fold_entries(catalog, new, current)
     if changed:
@@ -304,9 +307,13 @@ def _entry_columns(catalog: BoardCatalog, entries: Sequence[tuple[EntryKey, Entr
     return cols
 
 
-async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[list[ScoreRow], set[UUID]]:
+async def _apply(
+    conn: asyncpg.Connection, items: Sequence[Decoded], keys: Sequence[EntryKey]
+) -> tuple[list[ScoreRow], set[UUID], dict[EntryKey, Entry]]:
+    """The batch's one statement: the action rows, the users' sums, and the board entries of
+    ``keys`` as they stand, locked until the commit (one round trip where there were two)."""
     if not items:
-        return [], set()
+        return [], set(), {}
     cols: list[list[object]] = [[] for _ in range(13)]
     for ord_, d in enumerate(items):
         e, r = d.event, d.record
@@ -330,15 +337,29 @@ async def _apply(conn: asyncpg.Connection, items: Sequence[Decoded]) -> tuple[li
             strict=True,
         ):
             col.append(value)
-    result = await conn.fetch(APPLY, *cols)
-    rows = [
-        ScoreRow(
-            str(r["user_id"]), r["username"], int(r["score"]), epoch_ms(r["reached_at"]), int(r["version"])
-        )
-        for r in result
-        if r["action_id"] is None
-    ]
-    return rows, {r["action_id"] for r in result if r["action_id"] is not None}
+    key_cols = ([k[0] for k in keys], [k[1] for k in keys], [UUID(k[2]) for k in keys])
+    rows: list[ScoreRow] = []
+    inserted: set[UUID] = set()
+    current: dict[EntryKey, Entry] = {}
+    for r in await conn.fetch(APPLY, *cols, *key_cols):
+        if r["board"] is not None:
+            metadata = json.loads(r["metadata"]) if r["metadata"] is not None else None
+            current[(r["board"], r["period"], str(r["user_id"]))] = Entry(
+                int(r["score"]), epoch_ms(r["reached_at"]), r["action_id"], metadata, int(r["version"])
+            )
+        elif r["action_id"] is not None:
+            inserted.add(r["action_id"])
+        else:
+            rows.append(
+                ScoreRow(
+                    str(r["user_id"]),
+                    r["username"],
+                    int(r["score"]),
+                    epoch_ms(r["reached_at"]),
+                    int(r["version"]),
+                )
+            )
+    return rows, inserted, current
 
 
 async def board_state(
