@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from leaderboard.testkit.testing import Namespace, System, running_system
+from leaderboard.testkit.testing import service_event as event
 
 USERS = 25  # the top N is 10: pages 2 and 3 of limit 10 are deep
 
@@ -26,17 +26,6 @@ def system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         extra_env={"LEADERBOARD_BOARDS": '["global"]'},
     ) as s:
         yield s
-
-
-def event(user: str, points: int, name: str) -> dict[str, Any]:
-    return {
-        "actionId": str(uuid.uuid4()),
-        "userId": user,
-        "username": name,
-        "actionType": "quest",
-        "occurredAt": datetime.now(UTC).isoformat(),
-        "points": points,
-    }
 
 
 async def deep_reads(client: httpx.AsyncClient, source: str) -> float:

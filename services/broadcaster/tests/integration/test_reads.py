@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from leaderboard.testkit.testing import Namespace, System, running_system
+from leaderboard.testkit.testing import service_event as event
 
 # 26 users: scores with ties. Batch 1 is accepted at one instant, so its ties order by userId;
 # the late user of batch 2 ties with the leaders but reached that score later, so ranks after them.
@@ -30,17 +30,6 @@ def reads_system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         Namespace.create(base_env), tmp_path_factory.mktemp("reads-logs"), extra_env=only_global
     ) as system:
         yield system
-
-
-def event(user: str, points: int, name: str) -> dict[str, Any]:
-    return {
-        "actionId": str(uuid.uuid4()),
-        "userId": user,
-        "username": name,
-        "actionType": "quest",
-        "occurredAt": datetime.now(UTC).isoformat(),
-        "points": points,
-    }
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from leaderboard.common.redis import redis_client
 from leaderboard.common.topics import Topics
 from leaderboard.common.web import ClientIpResolver
 from leaderboard.ingest.adapters.applied import AppliedWaiter
+from leaderboard.ingest.adapters.batching import ScriptBatcher
 from leaderboard.ingest.adapters.publisher import Publisher
 from leaderboard.ingest.adapters.ratelimit import RateLimiter
 from leaderboard.ingest.adapters.tickets import TicketStore
@@ -72,8 +73,9 @@ async def bootstrap(settings: IngestSettings, catalog: Catalog) -> AsyncIterator
     ):
         publisher = Publisher(kafka, topics.actions, topics.audit, settings.kafka_send_timeout_s)
         applied = AppliedWaiter(redis, f"{settings.redis_prefix}:applied")
-        tickets = TicketStore(redis, settings.redis_prefix)
-        limiter = RateLimiter(redis, settings.redis_prefix)
+        scripts = ScriptBatcher(redis)  # one pipeline at a time for every script ingest runs
+        tickets = TicketStore(redis, settings.redis_prefix, scripts)
+        limiter = RateLimiter(redis, settings.redis_prefix, scripts)
         publisher.start()
         applied.start()
         try:

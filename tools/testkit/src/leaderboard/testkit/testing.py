@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -198,6 +199,18 @@ def running_system(
     finally:
         system.stop()
         ns.drop()
+
+
+def service_event(user: str, points: int, name: str, action_type: str = "quest") -> dict[str, Any]:
+    """One event of ``POST /api/v1/events`` (a game backend's, with a service token), occurring now."""
+    return {
+        "actionId": str(uuid.uuid4()),
+        "userId": user,
+        "username": name,
+        "actionType": action_type,
+        "occurredAt": datetime.now(UTC).isoformat(),
+        "points": points,
+    }
 
 
 def wait_until(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from leaderboard.ingest.adapters.batching import ScriptBatcher
+
 GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -97,10 +99,15 @@ def decide(reply: list[bytes | int | str], limits: list[Limit]) -> Decision:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    """Checks go out with the other scripts due at the same time (``batcher``, shared with the ticket
+    store in ingest: a service request's check, claim and settle share pipelines with the concurrent
+    requests' ones); each check is still its own atomic script."""
+
+    def __init__(self, redis: Redis, prefix: str, batcher: ScriptBatcher | None = None) -> None:
         self.prefix = prefix
         self._script = redis.register_script(GCRA)
+        self._batched = batcher or ScriptBatcher(redis)
 
     async def check(self, limits: list[Limit]) -> Decision:
-        reply = await self._script(keys=limit_keys(self.prefix, limits), args=limit_args(limits))
+        reply = await self._batched.call(self._script, limit_keys(self.prefix, limits), limit_args(limits))
         return decide(reply, limits)

@@ -150,7 +150,7 @@ class Claim:
 
 
 class TicketStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, batcher: ScriptBatcher | None = None) -> None:
         self.redis, self.prefix = redis, prefix
         self._issue = redis.register_script(ISSUE)
         self._claim = redis.register_script(CLAIM)
@@ -159,8 +159,9 @@ class TicketStore:
         self._release = redis.register_script(RELEASE)
         self._claim_many = redis.register_script(CLAIM_MANY)
         self._settle_many = redis.register_script(SETTLE_MANY)
-        # A completion's claim and confirm go with the other completions' due at the same time.
-        self._batched = ScriptBatcher(redis)
+        # A completion's claim and confirm, and a service batch's claim and settle, go with the other
+        # requests' scripts due at the same time.
+        self._batched = batcher or ScriptBatcher(redis)
 
     def _ticket(self, action_id: UUID) -> str:
         return f"{self.prefix}:ticket:{action_id}"
@@ -244,13 +245,16 @@ class TicketStore:
         if not action_ids:
             return set()
         marker = f"{self.prefix}:accepted:"
-        claimed = await self._claim_many(keys=[marker + a for a in action_ids], args=[owner, lease_ms])
+        claimed = await self._batched.call(
+            self._claim_many, [marker + a for a in action_ids], [owner, lease_ms]
+        )
         return {int(i) - 1 for i in claimed}
 
     async def settle_events(self, action_ids: list[str], owner: str, *, accepted: bool, keep_ms: int) -> None:
         if action_ids:
             marker = f"{self.prefix}:accepted:"
-            await self._settle_many(
-                keys=[marker + a for a in action_ids],
-                args=[owner, "accepted" if accepted else "", keep_ms],
+            await self._batched.call(
+                self._settle_many,
+                [marker + a for a in action_ids],
+                [owner, "accepted" if accepted else "", keep_ms],
             )
