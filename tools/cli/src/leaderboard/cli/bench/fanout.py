@@ -1,8 +1,9 @@
 """Fan-out: the delay from a board change being published to its WebSocket frame arriving at each
 of N connected clients (N = 1,000, 5,000, 10,000 by default), and the server's memory per connection.
 
-Set-up per N: a fresh ``leaderboard broadcaster`` process; the bench publishes ``BoardChanged``
-events (a top 10) the way the scorer announces them: the record to ``leaderboard.changes.v1`` and,
+Set-up per N and run (``--runs``; the figures are the median of the runs, min and max beside it): a
+fresh ``leaderboard broadcaster`` process, and a fresh baseline server, which goes first every
+other run; the bench publishes ``BoardChanged`` events (a top 10) the way the scorer announces them: the record to ``leaderboard.changes.v1`` and,
 at the same time, the same bytes on the Redis pub/sub channel ``boardkeys.changes_channel(prefix)``
 (the broadcaster applies whichever copy arrives first; in practice the pub/sub one). What is
 measured is the broadcaster alone: receive, adopt, fan out. The clients are python-websockets
@@ -52,6 +53,7 @@ from leaderboard.cli.bench.stats import summarize
 from leaderboard.common.boardkeys import changes_channel
 from leaderboard.common.events import BoardChanged, RankedEntry
 from leaderboard.common.kafka import ensure_topics, new_producer
+from leaderboard.common.ranking import changed_entries
 from leaderboard.common.redis import new_redis
 from leaderboard.common.settings import CommonSettings
 from leaderboard.common.topics import Topics
@@ -85,23 +87,27 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
     publisher = _Publisher(
         producer, Topics(settings.topic_prefix).changes, redis, changes_channel(settings.redis_prefix)
     )
-    baseline: dict[str, Any] = {}
+    baseline: dict[str, list[dict[str, Any]]] = {}
     try:
         for n in ctx.sizes.clients:
-            supervisor = Supervisor()
-            try:
-                port = _start_broadcaster(supervisor, ns.env, ctx, f"fanout-{n}")
-                pid = supervisor.running[f"fanout-{n}"].proc.pid
-                out[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid)
-            finally:
-                supervisor.stop_all()
-            supervisor = Supervisor()
-            try:
-                port = _start_naive(supervisor, ns.env, ctx, f"fanout-bare-{n}")
-                pid = supervisor.running[f"fanout-bare-{n}"].proc.pid
-                baseline[f"clients_{n}"] = await _measure(ctx, publisher, port, n, pid, naive=True)
-            finally:
-                supervisor.stop_all()
+            mine_runs: list[dict[str, Any]] = []
+            bare_runs: list[dict[str, Any]] = []
+            for run in range(ctx.sizes.runs):
+                # Which server goes first alternates between runs, so a drift of the machine over a
+                # size's runs does not land on one of them.
+                order = (False, True) if run % 2 == 0 else (True, False)
+                for naive in order:
+                    name = f"fanout-{'bare-' if naive else ''}{n}-{run}"
+                    supervisor = Supervisor()
+                    try:
+                        start = _start_naive if naive else _start_broadcaster
+                        port = start(supervisor, ns.env, ctx, name)
+                        pid = supervisor.running[name].proc.pid
+                        measured = await _measure(ctx, publisher, port, n, pid, naive=naive)
+                    finally:
+                        supervisor.stop_all()
+                    (bare_runs if naive else mine_runs).append(measured)
+            out[f"clients_{n}"], baseline[f"clients_{n}"] = mine_runs, bare_runs
     finally:
         await producer.stop()
         await redis.aclose()
@@ -116,8 +122,8 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
                     f"fan-out delay {q} at {n:,} clients",
                     "ms",
                     "lower",
-                    [mine["frame_delay_ms"][q]],
-                    [theirs["frame_delay_ms"][q]],
+                    [r["frame_delay_ms"][q] for r in mine],
+                    [r["frame_delay_ms"][q] for r in theirs],
                     BASELINE,
                 )
             )
@@ -127,20 +133,19 @@ async def _run(ctx: Context, ns: Namespace) -> dict[str, Any]:
                 f"memory per connection at {n:,} clients",
                 "KiB",
                 "lower",
-                [mine["memory_per_connection_kib"]],
-                [theirs["memory_per_connection_kib"]],
+                [r["memory_per_connection_kib"] for r in mine],
+                [r["memory_per_connection_kib"] for r in theirs],
                 BASELINE,
             )
         )
-    runs = [*(out[f"clients_{n}"] for n in ctx.sizes.clients), *baseline.values()]
+    runs = [(f"project@{n}", r) for n in ctx.sizes.clients for r in out[f"clients_{n}"]]
+    runs += [(f"bare@{n}", r) for n in ctx.sizes.clients for r in baseline[f"clients_{n}"]]
     out["figures"] = figures
     out["headroom"] = {
-        "bottleneck_in": [
-            f"{'bare' if r in baseline.values() else 'project'}@{r['clients']}"
-            for r in runs
-            if r["headroom"]["generator_bottleneck"]
-        ],
-        "max_generator": max((r["headroom"] for r in runs), key=lambda h: h["generator_cores"], default=None),
+        "bottleneck_in": sorted({name for name, r in runs if r["headroom"]["generator_bottleneck"]}),
+        "max_generator": max(
+            (r["headroom"] for _, r in runs), key=lambda h: h["generator_cores"], default=None
+        ),
     }
     return out
 
@@ -176,17 +181,19 @@ def _start_naive(supervisor: Supervisor, env: dict[str, str], ctx: Context, name
 
 class _Publisher:
     """Publishes versions of one board under a fresh epoch per run, as the scorer announces them
-    (the topic and the pub/sub channel, the same bytes, at once); remembers when each was sent."""
+    (the topic and the pub/sub channel, the same bytes, at once, ``changed`` the scorer's rank diff
+    from the previous top); remembers when each was sent."""
 
     def __init__(self, producer: Any, topic: str, redis: Any, channel: str) -> None:
         self.producer, self.topic = producer, topic
         self.redis, self.channel = redis, channel
         self.epoch, self.version = "", 0
         self.sent_at: dict[int, float] = {}
+        self.top: list[RankedEntry] = []
         self.users = [uuid.uuid4() for _ in range(12)]
 
     def reset(self) -> None:
-        self.epoch, self.version, self.sent_at = uuid.uuid4().hex[:12], 0, {}
+        self.epoch, self.version, self.sent_at, self.top = uuid.uuid4().hex[:12], 0, {}, []
 
     async def publish(self) -> int:
         self.version += 1
@@ -196,8 +203,12 @@ class _Publisher:
             RankedEntry(rank=i + 1, user_id=u, username=f"Player {u.hex[:6]}", score=10_000 + v * 10 - i)
             for i, u in enumerate(order)
         ]
+        # ``changed`` as the scorer computes it (every entry here moves, so every id): the bare server
+        # forwards this record as it is, so it must say what a real announcement of this top says.
+        changed = changed_entries(self.top, top)
+        self.top = top
         event = BoardChanged(
-            board="global", epoch=self.epoch, version=v, top=top, changed=order[:2], at=datetime.now(UTC)
+            board="global", epoch=self.epoch, version=v, top=top, changed=changed, at=datetime.now(UTC)
         )
         payload = event.to_bytes()
         self.sent_at[v] = time.time()
