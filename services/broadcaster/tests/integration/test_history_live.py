@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from leaderboard.testkit.testing import Namespace, System, running_system, wait_until
+from leaderboard.testkit.testing import Namespace, System, running_system, service_event, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,7 @@ def system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
 
 
 def event(user: str, name: str, points: int, action_type: str = "match_won") -> dict[str, Any]:
-    return {
-        "actionId": str(uuid.uuid4()),
-        "userId": user,
-        "username": name,
-        "actionType": action_type,
-        "occurredAt": datetime.now(UTC).isoformat(),
-        "points": points,
-    }
+    return service_event(user, points, name, action_type)
 
 
 def send(system: System, events: list[dict[str, Any]]) -> None:
