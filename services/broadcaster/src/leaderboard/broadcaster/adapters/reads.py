@@ -148,6 +148,12 @@ class BoardReader:
             return None
         return Meta(_text(epoch) or "", int(version or 0), int(rev or 0), decode_top(top), top is not None)
 
+    async def state(self, board: str, period: str = ALL_PERIOD) -> tuple[str, int] | None:
+        """The board's (epoch, rev), which names every state of it (``rev`` rises with each write, a
+        rebuild starts a new epoch); None without a board. One small HMGET, for caches of its reads."""
+        epoch, rev = await self.redis.hmget(self.keys(board, period).meta, ["epoch", "rev"])
+        return None if epoch is None else (_text(epoch) or "", int(rev or 0))
+
     async def current_period(self, board: str) -> str | None:
         """The period the scorer opened last for a windowed board (its ``current-period`` key)."""
         return _text(await self.redis.get(BoardKeys(self.prefix, board).current_period))

@@ -238,13 +238,9 @@ class TopReads:
             if r.kept:
                 key = (q.board, r.period.id, q.page, q.limit, q.descending)
                 kept = self._deep.get(key)
-                if kept is not None:
-                    epoch, rev = await p.redis.hmget(
-                        p.reader.keys(q.board, r.period.id).meta, ["epoch", "rev"]
-                    )
-                    if epoch is not None and kept[0] == (_text(epoch), int(rev or 0)):
-                        _KEPT.inc()
-                        return kept[1]
+                if kept is not None and kept[0] == await p.reader.state(q.board, r.period.id):
+                    _KEPT.inc()
+                    return kept[1]
         try:
             r, result = await service.board_page(p, q.board, q.page, q.limit, q.descending)
         except DomainError:
@@ -279,10 +275,6 @@ class TopReads:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

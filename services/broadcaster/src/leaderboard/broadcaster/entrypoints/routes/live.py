@@ -178,7 +178,7 @@ class LiveSocket(Client):
         return self._protocol is not None and self._protocol.write_text_now(text)
 
     def _write(self, text: str, state: BoardState, kind: str) -> Awaitable[None] | None:
-        if self._protocol is not None and self._protocol.write_text_now(text):
+        if self.write_now(text):
             return None
         return self._asgi_send({"type": "websocket.send", "text": text})
 
