@@ -27,10 +27,9 @@ from leaderboard.common.events import (
     UserActionsRestored,
     UserActionsVoided,
     UserRenamed,
-    epoch_ms,
 )
 from leaderboard.common.history import PastAction
-from leaderboard.scorer.adapters.projection import UPSERT_ENTRIES, _entry_columns
+from leaderboard.scorer.adapters.projection import UPSERT_ENTRIES, _entry_columns, score_row, stored_entry
 from leaderboard.scorer.domain import Corrected, Entry, EntryKey, EntryRow, ScoreRow, entry_keys, fold_entries
 
 RECORD = """
@@ -129,17 +128,7 @@ async def apply_correction(conn: asyncpg.Connection, item: Corrected, catalog: B
                 "SELECT user_id, username, score, reached_at, version FROM users WHERE user_id = $1",
                 e.user_id,
             )
-    row = (
-        ScoreRow(
-            str(user["user_id"]),
-            user["username"],
-            int(user["score"]),
-            epoch_ms(user["reached_at"]),
-            int(user["version"]),
-        )
-        if user is not None
-        else None
-    )
+    row = score_row(user) if user is not None else None
     if row is not None:
         entries = [replace(x, username=row.username) for x in entries]
     return Correction(inserted is not None, affected, entries, row)
@@ -181,10 +170,7 @@ async def _recompute(
     user = str(user_id)
     current: dict[EntryKey, Entry] = {}
     for x in await conn.fetch(USER_ENTRIES, user_id):
-        metadata = json.loads(x["metadata"]) if x["metadata"] is not None else None
-        current[(x["board"], x["period"], user)] = Entry(
-            int(x["score"]), epoch_ms(x["reached_at"]), x["action_id"], metadata, int(x["version"])
-        )
+        current[(x["board"], x["period"], user)] = stored_entry(x)
     want = {k: v for k, v in fold_entries(catalog, actions, {}).items() if k in fed}
     changed = {
         k: Entry(v.score, v.reached_ms, v.action_id, v.metadata, current[k].version if k in current else 0)

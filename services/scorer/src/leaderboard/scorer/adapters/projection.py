@@ -343,23 +343,25 @@ async def _apply(
     current: dict[EntryKey, Entry] = {}
     for r in await conn.fetch(APPLY, *cols, *key_cols):
         if r["board"] is not None:
-            metadata = json.loads(r["metadata"]) if r["metadata"] is not None else None
-            current[(r["board"], r["period"], str(r["user_id"]))] = Entry(
-                int(r["score"]), epoch_ms(r["reached_at"]), r["action_id"], metadata, int(r["version"])
-            )
+            current[(r["board"], r["period"], str(r["user_id"]))] = stored_entry(r)
         elif r["action_id"] is not None:
             inserted.add(r["action_id"])
         else:
-            rows.append(
-                ScoreRow(
-                    str(r["user_id"]),
-                    r["username"],
-                    int(r["score"]),
-                    epoch_ms(r["reached_at"]),
-                    int(r["version"]),
-                )
-            )
+            rows.append(score_row(r))
     return rows, inserted, current
+
+
+def score_row(r: asyncpg.Record) -> ScoreRow:
+    """A ``users`` row (user_id, username, score, reached_at, version) as the boards take it."""
+    return ScoreRow(
+        str(r["user_id"]), r["username"], int(r["score"]), epoch_ms(r["reached_at"]), int(r["version"])
+    )
+
+
+def stored_entry(r: asyncpg.Record) -> Entry:
+    """A ``board_entries`` row (score, reached_at, action_id, metadata, version) as the rules fold it."""
+    metadata = json.loads(r["metadata"]) if r["metadata"] is not None else None
+    return Entry(int(r["score"]), epoch_ms(r["reached_at"]), r["action_id"], metadata, int(r["version"]))
 
 
 async def board_state(
@@ -436,12 +438,7 @@ async def board_entries(
 
 async def all_scores(conn: asyncpg.Connection) -> list[ScoreRow]:
     rows = await conn.fetch("SELECT user_id, username, score, reached_at, version FROM users")
-    return [
-        ScoreRow(
-            str(r["user_id"]), r["username"], int(r["score"]), epoch_ms(r["reached_at"]), int(r["version"])
-        )
-        for r in rows
-    ]
+    return [score_row(r) for r in rows]
 
 
 async def unaudited_quarantine(conn: asyncpg.Connection, limit: int = 1000) -> list[asyncpg.Record]:
