@@ -7,7 +7,7 @@ a Python client sends, one at a time, an event worth ``MARKER_POINTS`` for a use
 keeps it first on the board), stamps the 2xx, and a WebSocket client connected all along stamps the
 first frame whose top holds the marker user's new score; the next marker follows after a random
 pause of up to ``marker_interval_s``, so markers fall at random phases of the poller and batches.
-The markers ride on top of the load (about 10/s); the figure per run is p50/p99 of its markers,
+The markers ride on top of the load (about 15-25/s, some 200-300 per run); the figure per run is p50/p99 of its markers,
 a marker whose frame came before its 2xx counting 0 (``frame_before_2xx``; ``send_to_frame_ms``
 times from the request being sent instead). ``load.achieved_per_s`` says whether the rate was held.
 """
