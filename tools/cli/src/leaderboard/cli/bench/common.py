@@ -79,10 +79,12 @@ class Sizes:
     batch_size: int = 2_000
     # end to end: open-loop load at each rate, markers timed from their 2xx to the frame showing them
     e2e_rates: list[int] = field(default_factory=lambda: [100, 500, 2_000])
-    # A run's p99 is only as good as its marker count: 6 s with a pause of up to 100 ms gave 50-80
-    # markers, so a run's "p99" was its worst marker or two; 15 s and up to 50 ms give ~200-300.
+    # A run's p99 is only as good as its marker count: 6 s gave 50-80 markers, so a run's "p99" was
+    # its worst marker or two; 15 s gives ~130-300. The pause between markers spans a whole poll
+    # interval, so that the naive design's markers fall at uniformly random phases of its poller (a
+    # shorter pause puts them early in a poll period and its delays grow: p50 48 -> 70 ms).
     e2e_duration_s: float = 15.0
-    marker_interval_s: float = 0.05
+    marker_interval_s: float = 0.1
     poll_interval_s: float = 0.1
     # fan-out
     clients: list[int] = field(default_factory=lambda: [1_000, 5_000, 10_000])
