@@ -63,9 +63,14 @@ def run(ctx: Context) -> dict[str, Any]:
                     system.env,
                     log_dir,
                 )
-                _measure(ctx, system, port, round_, results, samples)
+                measured = _measure(ctx, system, port, round_)
         finally:
             ns.drop()
+        for rate, name, out in measured:
+            results[rate][name].append(out)
+            kept = out.pop("samples_ms")
+            if round_ == 0:  # the distributions drawn in the plot: the first run's
+                samples.setdefault(str(rate), {})["project" if name == "project" else "baseline"] = kept
     return _summarise(ctx, results, samples)
 
 
@@ -93,14 +98,9 @@ class Contender:
 
 
 def _measure(
-    ctx: Context,
-    system: System,
-    naive_port: int,
-    round_: int,
-    results: dict[int, dict[str, list[dict[str, Any]]]],
-    samples: dict[str, dict[str, list[float]]],
-) -> None:
-    """One run: every rate, the project and then the naive design, on ``system``."""
+    ctx: Context, system: System, naive_port: int, round_: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """One run on ``system``: every rate, the project and then the naive design, as (rate, name, result)."""
     sizes = ctx.sizes
     work = ctx.work / "k6-e2e"
     work.mkdir(parents=True, exist_ok=True)
@@ -124,16 +124,13 @@ def _measure(
             {"naive": sup.running["naive"].proc.pid},
         ),
     ]
+    measured = []
     for rate in sizes.e2e_rates:
         for c in contenders:
             with quiet_gc():  # the markers' stamps are not paused by this process's collector
                 out = asyncio.run(_one(ctx, c, rate, str(users_file), f"{c.name}-{rate}-{round_}", work))
-            results[rate][c.name].append(out)
-            if round_ == 0:
-                key = "project" if c.name == "project" else "baseline"
-                samples.setdefault(str(rate), {})[key] = out.pop("samples_ms")
-            else:
-                out.pop("samples_ms")
+            measured.append((rate, c.name, out))
+    return measured
 
 
 def _summarise(
